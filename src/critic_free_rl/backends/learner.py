@@ -1,0 +1,444 @@
+"""The update backend: policy (and PPO critic) in DeepSpeed engines, a frozen reference.
+
+``trainer.backend=deepspeed`` (default) wraps each trainable model in its own
+``deepspeed.initialize`` engine (ZeRO stage, offload, gradient accumulation from config);
+``trainer.backend=torch`` runs the same code with a plain single-process AdamW, for
+debugging. Micro-batch losses are scaled by their share of the global (all-rank)
+minibatch, so gradient accumulation and data parallelism reproduce the loss the
+algorithm defines (token-mean over all tokens, or mean over all sequences).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+from critic_free_rl.algorithms.losses import policy_objective, value_loss
+from critic_free_rl.backends.sequences import Packed, gather_response, response_logprobs
+from critic_free_rl.config.schema import AlgorithmConfig, ModelConfig, TrainerConfig
+
+log = logging.getLogger(__name__)
+
+
+#: policies with fewer parameters run single-threaded on CPU (:meth:`Learner.tune_cpu_threads`)
+SMALL_MODEL_PARAMS = 8_000_000
+
+
+@dataclass
+class UpdateInputs:
+    """Everything one PPO-style update needs, aligned on the [B, T] response grid."""
+
+    packed: Packed
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    old_logp: Optional[torch.Tensor]  # None: ppo_epochs == num_minibatches == 1 (old == current)
+    ref_logp: Optional[torch.Tensor]
+    old_values: Optional[torch.Tensor]
+    loss_mask: torch.Tensor  # response_mask minus filtered groups
+
+
+class _TorchEngine:
+    """The minimal surface of a DeepSpeed engine over a plain optimizer (``trainer.backend=torch``)."""
+
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, max_grad_norm: float, gas: int):
+        self.module, self.optimizer, self.lr_scheduler = module, optimizer, scheduler
+        self.max_grad_norm, self.gas, self._micro, self._norm = max_grad_norm, gas, 0, 0.0
+
+    def __call__(self, *a, **k):
+        return self.module(*a, **k)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.gas).backward()
+
+    def step(self) -> None:
+        self._micro += 1
+        if self._micro % self.gas:
+            return
+        self._norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm))
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def get_global_grad_norm(self) -> float:
+        return self._norm
+
+    def train(self) -> None:
+        self.module.train()
+
+    def eval(self) -> None:
+        self.module.eval()
+
+
+def _guard_nonfinite(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Make ``optimizer.step`` a no-op (on every rank) when any gradient is non-finite,
+    so NaN never reaches the weights. Sets ``state['skipped']``."""
+    inner_step = optimizer.step
+
+    def step(*args, **kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        bad = torch.tensor([0.0 if all(bool(torch.isfinite(x).all()) for x in grads) else 1.0])
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        state["skipped"] = bool(bad.item())
+        if state["skipped"]:
+            for x in grads:
+                x.zero_()
+            return None
+        return inner_step(*args, **kwargs)
+
+    optimizer.step = step
+
+
+def _ds_config(t: TrainerConfig, micro: int, gas: int, bf16: bool) -> dict:
+    zero: dict = {"stage": t.zero_stage}
+    if t.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if t.offload_params and t.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu"}
+    if t.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": gas,
+        "gradient_clipping": t.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+class Learner:
+    """Policy + optional critic + frozen reference, with log-prob, value and update passes.
+
+    ``samples_per_update`` is this rank's number of samples in one rollout batch; it fixes
+    the micro-batches per minibatch (DeepSpeed's gradient accumulation steps).
+    """
+
+    def __init__(self, model_path: str, mcfg: ModelConfig, tcfg: TrainerConfig, acfg: AlgorithmConfig, samples_per_update: int, device: torch.device):
+        self.mcfg, self.tcfg, self.acfg, self.device = mcfg, tcfg, acfg, device
+        dtype = getattr(torch, mcfg.dtype)
+        self.dtype = dtype
+        mb = samples_per_update // acfg.num_minibatches
+        if mb * acfg.num_minibatches != samples_per_update or mb == 0:
+            raise ValueError(
+                f"algorithm.num_minibatches={acfg.num_minibatches} must divide the {samples_per_update} samples per rank per step"
+            )
+        # gradient accumulation: micro-batches of trainer.micro_batch_size, or exactly
+        # trainer.grad_accum_steps of them per optimizer step when that is > 1
+        self.micro = -(-mb // tcfg.grad_accum_steps) if tcfg.grad_accum_steps > 1 else min(tcfg.micro_batch_size, mb)
+        self.gas = -(-mb // self.micro)
+        self.minibatch = mb
+        self.guard_state = {"skipped": False}
+
+        # freshly initialised tensors (LoRA A, the critic's value head) must be identical on
+        # every rank and in every run: ZeRO-3 partitions each rank's own copy, and a resumed
+        # run must rebuild the same modules; seed them from trainer.seed, not the global RNG
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tcfg.seed)
+            self._build_models(model_path, mcfg, tcfg, acfg, dtype)
+
+    def _build_models(self, model_path: str, mcfg: ModelConfig, tcfg: TrainerConfig, acfg: AlgorithmConfig, dtype: torch.dtype) -> None:
+        policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=mcfg.trust_remote_code)
+        if mcfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.lora = mcfg.lora_rank > 0
+        if self.lora:
+            from peft import LoraConfig, get_peft_model
+
+            policy = get_peft_model(policy, LoraConfig(r=mcfg.lora_rank, lora_alpha=mcfg.lora_alpha, target_modules=list(mcfg.lora_target_modules), lora_dropout=0.0))
+            self.ref = None  # reference = base with the adapter disabled
+        else:
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=mcfg.trust_remote_code).to(self._ref_device()).eval()
+            self.ref.requires_grad_(False)
+        self.policy = self._engine(policy, tcfg.lr)
+        self.critic = None
+        if acfg.use_critic:
+            critic = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=1, dtype=dtype, trust_remote_code=mcfg.trust_remote_code)
+            if mcfg.gradient_checkpointing:
+                critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.critic = self._engine(critic, acfg.critic_lr, guard=False)
+
+    # ------------------------------------------------------------------ construction
+    def tune_cpu_threads(self) -> int:
+        """On CPU, run a small policy (under :data:`SMALL_MODEL_PARAMS`) with one intra-op
+        thread for the whole process (rollout engine included): its matmuls are too small
+        to split, and each multi-threaded op ends in an OpenMP barrier that stalls for a
+        scheduler time slice whenever another process holds a core (4x slower rollouts of
+        the embedded model on a busy 2-core machine). ``CFRL_CPU_THREADS=N`` sets N instead
+        (0: leave torch's count). Returns the count in force."""
+        import os
+
+        want = os.environ.get("CFRL_CPU_THREADS")
+        if want is None:
+            n = sum(p.numel() for p in self.policy.module.parameters())
+            want = "1" if self.device.type == "cpu" and n < SMALL_MODEL_PARAMS else "0"
+        if int(want) > 0:
+            torch._C.set_num_threads(int(want))  # not torch.set_num_threads: vLLM's CPU worker stubs it out
+        return torch.get_num_threads()
+
+    def _ref_device(self) -> torch.device:
+        return self.device if self.tcfg.ref_device == "same" else torch.device(self.tcfg.ref_device)
+
+    def _engine(self, model: torch.nn.Module, lr: float, guard: bool = True):
+        model.to(self.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.tcfg.backend == "deepspeed" and self.tcfg.offload_optimizer:
+            # ZeRO-Offload steps the optimizer on the CPU: DeepSpeed's vectorised CPU Adam
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            opt = DeepSpeedCPUAdam(params, lr=lr, weight_decay=self.tcfg.weight_decay, betas=(0.9, 0.95), adamw_mode=True)
+        else:
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.tcfg.weight_decay, betas=(0.9, 0.95))
+        warm = max(1, self.tcfg.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        if guard:
+            _guard_nonfinite(opt, self.guard_state)
+        if self.tcfg.backend == "torch":
+            return _TorchEngine(model, opt, sched, self.tcfg.max_grad_norm, self.gas)
+        if self.tcfg.backend != "deepspeed":
+            raise ValueError(f"trainer.backend={self.tcfg.backend!r} is not one of: deepspeed, torch")
+        import deepspeed
+
+        cfg = _ds_config(self.tcfg, self.micro, self.gas, self.dtype == torch.bfloat16)
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=cfg, model_parameters=params)
+        return engine
+
+    # ------------------------------------------------------------------ forward passes
+    def _micro_batches(self, n: int, lengths: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
+        """Row indices of each micro-batch (at most ``micro`` rows). With ``lengths`` (row
+        lengths) rows of similar length go together, so trimming a micro-batch to its
+        longest row (:meth:`Packed.slice`) leaves little padding; the loss is unchanged."""
+        order = torch.argsort(lengths, stable=True) if lengths is not None and n > self.micro else torch.arange(n)
+        for s in range(0, n, self.micro):
+            yield order[s : s + self.micro]
+
+    def _forward_logp(self, model, packed: Packed, with_entropy: bool = False, device: Optional[torch.device] = None, entropy_grad: bool = True):
+        """Response log-probs (and entropies) of ``packed`` under ``model``.
+
+        Right-padded rows (all that :func:`pack` makes) need no attention mask under causal
+        attention, since no real token attends to the pads after it: the mask is dropped and
+        SDPA takes its ``is_causal`` kernel (same values at every real position). Only the
+        positions from the first one that predicts a response token get logits
+        (``logits_to_keep``), so prompt positions never pay for the LM head.
+        """
+        mb, device = packed, device or self.device
+        kwargs = {} if _right_padded(mb.attention_mask) else {"attention_mask": mb.attention_mask.to(device)}
+        start = int(mb.logit_index[mb.response_mask].min()) if bool(mb.response_mask.any()) else 0
+        if start > 0 and _accepts_logits_to_keep(model):
+            kwargs["logits_to_keep"] = mb.input_ids.shape[1] - start
+            mb = dataclasses.replace(mb, logit_index=(mb.logit_index - start).clamp(min=0))
+        out = model(input_ids=mb.input_ids.to(device), use_cache=False, **kwargs)
+        return response_logprobs(out.logits, _to(mb, device), with_entropy, entropy_grad=entropy_grad)
+
+    @torch.no_grad()
+    def logprobs(self, packed: Packed, which: str = "policy") -> torch.Tensor:
+        """[B, T] log-probs of the response tokens under ``policy`` or ``ref`` (no grad)."""
+        b, t = packed.response_mask.shape
+        out = torch.zeros(b, t)
+        device = self.device
+        if which == "ref":
+            model, ctx = (self.policy.module, self.policy.module.disable_adapter()) if self.lora else (self.ref, contextlib.nullcontext())
+            if not self.lora:
+                device = self._ref_device()  # trainer.ref_device: the reference may live elsewhere
+        else:
+            model, ctx = self.policy.module, contextlib.nullcontext()
+        was_training = model.training
+        model.eval()
+        with ctx:
+            for idx in self._micro_batches(b, packed.attention_mask.sum(1)):
+                sub = packed.slice(idx)
+                lp, _ = self._forward_logp(model, sub, device=device)
+                out[idx, : lp.shape[1]] = lp.float().cpu()
+        model.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def values(self, packed: Packed) -> torch.Tensor:
+        """[B, T] critic values at the positions that predict each response token."""
+        b, t = packed.response_mask.shape
+        out = torch.zeros(b, t)
+        for idx in self._micro_batches(b, packed.attention_mask.sum(1)):
+            sub = _to(packed.slice(idx), self.device)
+            v = self.critic(input_ids=sub.input_ids, attention_mask=sub.attention_mask).logits.squeeze(-1)
+            out[idx, : sub.response_mask.shape[1]] = gather_response(v, sub).float().cpu().masked_fill(~sub.response_mask.cpu(), 0)
+        return out
+
+    # ------------------------------------------------------------------ update
+    def _shares(self, mask: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Per-sample weights whose sums over a micro-batch give its share of the global
+        minibatch loss, for the configured aggregation."""
+        per_seq = mask.sum(1).float() if self.acfg.loss_agg == "token-mean" else (mask.any(1)).float()
+        total = per_seq.sum()
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(total)
+            total = total / dist.get_world_size()  # DeepSpeed averages gradients over ranks
+        return per_seq, float(total.clamp(min=1.0))
+
+    def update(self, inp: UpdateInputs, generator: torch.Generator) -> dict[str, float]:
+        """``ppo_epochs`` x ``num_minibatches`` optimizer steps over this rank's samples."""
+        a = self.acfg
+        n = len(inp.packed)
+        metrics: dict[str, list[float]] = {}
+        self.policy.train()
+        for _ in range(a.ppo_epochs):
+            perm = torch.randperm(n, generator=generator) if a.num_minibatches > 1 else torch.arange(n)
+            for m in range(a.num_minibatches):
+                rows = perm[m * self.minibatch : (m + 1) * self.minibatch]
+                per_seq, total = self._shares(inp.loss_mask[rows])
+                self.guard_state["skipped"] = False
+                for idx in self._micro_batches(len(rows), inp.packed.attention_mask[rows].sum(1)):
+                    sel = rows[idx]
+                    share = float(per_seq[idx].sum()) / total * self.gas
+                    self._micro_step(inp, sel, share, metrics)
+                self._record(metrics, "grad_norm", _as_float(self.policy.get_global_grad_norm()))
+                self._record(metrics, "update_skipped", float(self._last_step_skipped()))
+        return {k: sum(v) / len(v) for k, v in metrics.items()}
+
+    def _last_step_skipped(self) -> bool:
+        """Whether the optimizer step closing the last minibatch was skipped for non-finite
+        gradients: by :func:`_guard_nonfinite`, or by DeepSpeed's ZeRO overflow check, which
+        skips the step (on all ranks) before the guarded ``optimizer.step`` is reached."""
+        return self.guard_state["skipped"] or (self.tcfg.backend == "deepspeed" and not self.policy.was_step_applied())
+
+    def _micro_step(self, inp: UpdateInputs, sel: torch.Tensor, share: float, metrics: dict[str, list[float]]) -> None:
+        a = self.acfg
+        sub = inp.packed.slice(sel)
+        t = sub.response_mask.shape[1]
+        mask = inp.loss_mask[sel, :t].to(self.device)
+
+        def cut(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if x is None else x[sel, :t].to(self.device)
+
+        logp, ent = self._forward_logp(self.policy, sub, with_entropy=True, entropy_grad=a.entropy_coef > 0)
+        old = cut(inp.old_logp) if inp.old_logp is not None else logp.detach()
+        ref = cut(inp.ref_logp) if a.kl_coef > 0 or inp.ref_logp is not None else None
+        loss, pm = policy_objective(logp, old, cut(inp.advantages), mask, a, ref_logp=ref, entropy=ent)
+        self.policy.backward(loss * share if mask.any() else loss * 0.0)
+        self.policy.step()
+        for k, v in pm.items():
+            self._record(metrics, k, float(v))
+        if self.critic is not None:
+            s = _to(sub, self.device)
+            v = gather_response(self.critic(input_ids=s.input_ids, attention_mask=s.attention_mask).logits.squeeze(-1), s)
+            vl, vm = value_loss(v, cut(inp.old_values), cut(inp.returns), mask, a.value_clip, a.loss_agg, a.loss_norm_len)
+            self.critic.backward(a.value_coef * vl * share)
+            self.critic.step()
+            for k, val in vm.items():
+                self._record(metrics, k, float(val))
+
+    @staticmethod
+    def _record(metrics: dict[str, list[float]], k: str, v: float) -> None:
+        metrics.setdefault(k, []).append(v)
+
+    @property
+    def lr(self) -> float:
+        return float(self.policy.optimizer.param_groups[0]["lr"]) if self.tcfg.backend == "torch" else float(self.policy.lr_scheduler.get_last_lr()[0])
+
+    # ------------------------------------------------------------------ weights out
+    def full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield the policy's full HF-named weights one tensor at a time (for the rollout
+        engine). Under ZeRO-3 each parameter is gathered only while it is consumed (every
+        rank must iterate, in the same order). With LoRA each adapted weight is yielded as
+        ``W + B @ A * scale``, computed out of place: the base weights (= the reference
+        policy) are never modified, not even by merge / unmerge rounding."""
+        model = self.policy.module
+        if self.lora:
+            yield from _lora_merged_weights(model)
+            return
+        # remove_duplicate=False: tied weights (lm_head = embed_tokens) are sent under both
+        # names, since vLLM's in-place reload does not re-tie them
+        for name, p in model.named_parameters(remove_duplicate=False):
+            with _gathered(p):
+                yield name, p.data
+
+    def save(self, out_dir: str, tokenizer, state: Optional[dict] = None) -> None:
+        """``save_pretrained`` of the (merged) policy, loadable with ``from_pretrained``.
+        ``state``: the weights already gathered from :meth:`full_weights` (ZeRO-3: the other
+        ranks must take part in that gather, see :func:`critic_free_rl.checkpointing.save_final`)."""
+        model = self.policy.module
+        if state is None:
+            state = {k: v.detach().cpu().clone() for k, v in self.full_weights()}
+        base = model.get_base_model() if self.lora else model
+        base.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+
+
+@contextlib.contextmanager
+def _gathered(*params: torch.nn.Parameter):
+    """Full (un-partitioned) ``params`` for the duration, read-only (ZeRO-3; no-op otherwise)."""
+    part = [p for p in params if hasattr(p, "ds_id")]  # ZeRO-3 partitioned parameters
+    if part:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(part):
+            yield
+    else:
+        yield
+
+
+def _lora_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """HF-named weights of a PEFT LoRA model with the active adapters folded in, without
+    touching the module (ZeRO-3: base weight, A and B are gathered together)."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if "lora_" in name:
+            continue
+        hf_name = name.replace("base_model.model.", "", 1).replace(".base_layer", "")
+        owner, _, leaf = name.rpartition(".")
+        layer = layers.get(owner[: -len(".base_layer")]) if owner.endswith(".base_layer") and leaf == "weight" else None
+        adapters = [] if layer is None else [a for a in layer.active_adapters if a in layer.lora_A or a in getattr(layer, "lora_embedding_A", {})]
+        if not adapters:
+            with _gathered(p):
+                yield hf_name, p.data
+            continue
+        lora_params = [q for n, q in layer.named_parameters() if "lora_" in n]  # A and B (Linear or Embedding)
+        with _gathered(p, *lora_params):
+            merged = p.data.clone()
+            for a in adapters:
+                merged += layer.get_delta_weight(a).to(merged.dtype)
+            yield hf_name, merged
+
+
+def _right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is ``1...1 0...0`` (real tokens first, then padding)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+
+_KEEP_SUPPORT: dict[type, bool] = {}
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    """Whether the (DeepSpeed / PEFT wrapped) causal LM's forward takes ``logits_to_keep``."""
+    import inspect
+
+    m = getattr(model, "module", model)
+    if hasattr(m, "get_base_model"):
+        m = m.get_base_model()
+    if type(m) not in _KEEP_SUPPORT:
+        try:
+            _KEEP_SUPPORT[type(m)] = "logits_to_keep" in inspect.signature(m.forward).parameters
+        except (TypeError, ValueError):
+            _KEEP_SUPPORT[type(m)] = False
+    return _KEEP_SUPPORT[type(m)]
+
+
+def _to(p: Packed, device: torch.device) -> Packed:
+    if device.type == "cpu":
+        return p
+    return Packed(*(getattr(p, f).to(device) for f in ("input_ids", "attention_mask", "response_mask", "logit_index", "response_tokens")))
+
+
+def _as_float(x) -> float:
+    if x is None:
+        return 0.0
+    return float(x.item() if torch.is_tensor(x) else x)

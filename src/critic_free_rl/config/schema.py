@@ -1,0 +1,253 @@
+"""Structured (dataclass) configs behind the Hydra groups in ``configs/``.
+
+Every YAML file under ``configs/<group>/`` is validated against the dataclass of its
+group, so a typo (unknown key) or a wrong type fails at start-up with Hydra's message
+naming the key. Cross-field rules (group size vs. estimator, batch divisibility, ...)
+live in :func:`critic_free_rl.config.validate.validate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Policy model: a hub name or a local path, treated identically."""
+
+    name_or_path: str = MISSING
+    #: build the bundled tiny character-level Qwen2 + its SFT warm start (cached) instead
+    embedded: bool = False
+    #: embedded model architecture overrides (hidden_size, num_layers, num_heads, intermediate_size)
+    arch: dict[str, int] = field(default_factory=dict)
+    #: embedded warm start: steps, batch_size, lr, seed
+    warmstart: dict[str, float] = field(default_factory=dict)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    #: wrap each prompt (data.prompt_template) in the tokenizer's chat template as the user turn
+    use_chat_template: bool = False
+    #: system turn of the chat template (null: the template's own default)
+    system_prompt: Optional[str] = None
+    #: LoRA through PEFT (rank 0 = full fine-tuning)
+    lora_rank: int = 0
+    lora_alpha: int = 16
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class DataConfig:
+    """Where prompts come from and how a record becomes (prompt, reference)."""
+
+    name: str = MISSING  # embedded | gsm8k | math | any label
+    #: hub dataset name, local directory or .jsonl/.json/.parquet file
+    path: str = MISSING
+    #: hub dataset configuration name (e.g. "main" for openai/gsm8k)
+    subset: Optional[str] = None
+    train_split: str = "train"
+    test_split: str = "test"
+    #: local files per split (override ``path`` for json files)
+    train_file: Optional[str] = None
+    test_file: Optional[str] = None
+    question_field: str = "question"
+    answer_field: str = "answer"
+    #: how the reference answer is read from ``answer_field``: raw | gsm8k (after '#### ') | boxed
+    answer_format: str = "raw"
+    prompt_template: str = "{question}\n"
+    max_prompt_chars: int = 2048
+    #: skip bad rows (counted in the log) instead of failing on the first one
+    skip_bad_rows: bool = False
+    max_train_rows: Optional[int] = None
+    max_test_rows: Optional[int] = 200
+    # embedded task generator (ignored for other datasets)
+    num_train: int = 4000
+    num_test: int = 300
+    seed: int = 1234
+    #: ArithmeticSpec overrides (min_ops, max_ops, max_first, max_operand)
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling of G completions per prompt."""
+
+    engine: str = "vllm"  # vllm | hf
+    group_size: int = 8
+    prompts_per_step: int = 16  # global, across ranks
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    ignore_eos: bool = False
+    #: share of accelerator memory vLLM may take (GPU); KV cache GiB on CPU
+    gpu_memory_utilization: float = 0.3
+    cpu_kvcache_gib: int = 1
+    tensor_parallel_size: int = 1
+    #: point all ranks at a shared vLLM server instead of a colocated engine
+    server_url: Optional[str] = None
+    enforce_eager: bool = True
+    #: reuse the engine's sampling log-probs as the old-policy log-probs (exact at
+    #: temperature 1 / top_p 1, where they are the raw model log-probs) instead of a forward pass
+    use_engine_logprobs: bool = True
+    seed: int = 0
+
+
+@dataclass
+class AlgorithmConfig:
+    """Advantage estimator plus loss settings (see ``algorithms/``)."""
+
+    name: str = MISSING  # registry key: ppo | grpo | dr_grpo | rloo | reinforce_pp | ...
+    #: estimator registry key (defaults to ``name``)
+    estimator: str = "${.name}"
+    use_critic: bool = False
+    #: how dense step rewards enter critic-free estimators: process | return_to_go
+    dense_mode: str = "process"
+    norm_by_std: bool = True
+    gamma: float = 1.0
+    lam: float = 0.95
+    # --- policy loss
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    #: dual-clip constant c (>1) for negative advantages; None disables
+    dual_clip: Optional[float] = None
+    #: token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+    loss_agg: str = "token-mean"
+    #: constant divisor of seq-mean-token-sum-norm (Dr. GRPO: the max response length);
+    #: None = the padded length T of the batch
+    loss_norm_len: Optional[int] = None
+    entropy_coef: float = 0.0
+    # --- KL to the frozen reference
+    kl_coef: float = 0.05
+    #: loss (k1|k2|k3 added to the loss) | reward (k1 per-token penalty in the reward) | none
+    kl_in: str = "loss"
+    kl_estimator: str = "k3"
+    # --- critic
+    value_clip: float = 0.2
+    value_coef: float = 0.5
+    critic_lr: float = 1e-4
+    # --- optimisation schedule per rollout batch
+    ppo_epochs: int = 1
+    num_minibatches: int = 1
+    # --- groups with identical rewards
+    filter_zero_variance_groups: bool = False
+    #: normalise advantages over the global batch (REINFORCE++)
+    global_norm: bool = False
+
+
+@dataclass
+class RewardConfig:
+    """Success reward + refined PRM step rewards (arXiv 2410.15115)."""
+
+    name: str = MISSING  # success | pr | pr_clip | pr_delta | pr_clip_delta | orm
+    #: none | clip | delta | clip_delta
+    shaping: str = "none"
+    success_coef: float = 1.0
+    dense_coef: float = 0.0
+    correct_value: float = 1.0
+    wrong_value: float = 0.0
+    clip_eta: float = 0.5
+    #: step splitter: line | blank_line | step_prefix | tag
+    step_split: str = "line"
+    step_tag: Optional[str] = None
+    #: steps past this many are merged into the last one (bounds PRM work per response)
+    max_steps: int = 64
+    #: PRM preset name or path (None = no PRM)
+    prm: Optional[str] = None
+    #: prm convention: tag_lm | token_cls
+    prm_kind: str = "token_cls"
+    prm_positive_token: Optional[str] = None
+    prm_negative_token: Optional[str] = None
+    prm_separator: Optional[str] = None
+    prm_device: str = "auto"
+    #: load the PRM with remote code (Qwen2.5-Math-PRM ships its own model class)
+    prm_trust_remote_code: bool = False
+    prm_batch_size: int = 64
+    #: tokens a reward model (PRM or ORM) reads at most; the prompt is cut from the left first
+    rm_max_length: int = 4096
+    #: ORM (sequence score) model path when name == orm
+    orm: Optional[str] = None
+    # answer checking
+    verify_timeout_s: float = 3.0
+    verify_workers: int = 2
+
+
+@dataclass
+class TrainerConfig:
+    """Update backend and the loop."""
+
+    backend: str = "deepspeed"  # deepspeed | torch
+    zero_stage: int = 2
+    num_ranks: int = 1
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    grad_accum_steps: int = 1
+    micro_batch_size: int = 64
+    total_steps: int = 100
+    eval_every: int = 25
+    eval_at_start: bool = True
+    log_completions: int = 4
+    #: resumable checkpoint every N steps into RUN_DIR/checkpoints (0 = none); see checkpointing.py
+    checkpoint_every: int = 0
+    #: how many complete checkpoints to keep (the newest)
+    keep_checkpoints: int = 1
+    seed: int = 0
+    #: where the reference model runs: same | cpu | cuda:N
+    ref_device: str = "same"
+    # --- multi-node (DeepSpeed launcher); see docs/scale_out.md
+    #: DeepSpeed hostfile ("host slots=N" per line); null = this node only
+    hostfile: Optional[str] = None
+    #: nodes to use from the hostfile; num_ranks is the total over nodes (num_ranks / num_nodes per node)
+    num_nodes: int = 1
+    #: address of the rank-0 node (null: DeepSpeed asks the first host of the hostfile over ssh)
+    master_addr: Optional[str] = None
+    #: rendezvous port (null: a free port on one node, 29500 with a hostfile)
+    master_port: Optional[int] = None
+    #: null: start every node from this one with trainer.launcher; K: this is node K of the
+    #: hostfile and the same command runs on every node (DeepSpeed --no_ssh)
+    node_rank: Optional[int] = None
+    #: DeepSpeed multi-node launcher: pdsh | openmpi | mvapich | slurm | mpich | impi
+    launcher: str = "pdsh"
+
+
+@dataclass
+class EvalConfig:
+    greedy: bool = True
+    num_samples: int = 4
+    temperature: float = 0.7
+    max_new_tokens: int = 64
+    #: ``critic-free-rl evaluate``: names of ``configs/data/*.yaml`` to evaluate on
+    #: (a name equal to ``data.name`` uses the composed ``data`` config, overrides included)
+    datasets: list[str] = field(default_factory=lambda: ["embedded"])
+    #: ``critic-free-rl evaluate``: a folder of local datasets, one subfolder per name
+    #: (``<data_root>/gsm8k/test.jsonl``); a dataset found there is read from it instead
+    #: of its hub ``path`` (e.g. ``eval.data_root=../shared/data`` offline)
+    data_root: Optional[str] = None
+    #: ``critic-free-rl evaluate``: at most this many test examples per dataset (None: the
+    #: dataset config's ``max_test_rows``)
+    max_examples: Optional[int] = None
+    #: ``critic-free-rl evaluate``: a training run directory whose ``final/`` checkpoint is
+    #: evaluated instead of ``model.name_or_path``
+    run: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    """Root config of ``critic-free-rl train``."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    rollout: RolloutConfig = MISSING
+    algorithm: AlgorithmConfig = MISSING
+    reward: RewardConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run_dir: str = "runs/${now:%Y%m%d-%H%M%S}"
+    overwrite: bool = False
+    resume: Optional[str] = None
+    experiment: str = "default"
+    extra: dict[str, Any] = field(default_factory=dict)

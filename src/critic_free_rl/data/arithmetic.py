@@ -1,0 +1,64 @@
+"""The embedded default task: seeded multi-step integer arithmetic.
+
+A problem is a chain of additions and subtractions evaluated left to right; the gold
+solution writes one reasoning step per line and the final answer in ``\\boxed{}``, so the
+success reward takes the same math-verify path as GSM8K and MATH::
+
+    question: What is 17 + 25 - 8 + 4?
+    solution: 17 + 25 = 42
+              42 - 8 = 34
+              34 + 4 = 38
+              \\boxed{38}
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArithmeticSpec:
+    """Difficulty knobs of the generator."""
+
+    min_ops: int = 2
+    max_ops: int = 3
+    max_first: int = 99
+    max_operand: int = 99
+
+
+def _problem(rng: random.Random, spec: ArithmeticSpec) -> dict[str, str]:
+    value = rng.randint(10, spec.max_first)
+    terms, steps = [str(value)], []
+    for _ in range(rng.randint(spec.min_ops, spec.max_ops)):
+        b = rng.randint(1, spec.max_operand)
+        op = rng.choice("+-")
+        if op == "-" and b > value:  # keep every intermediate result non-negative
+            op = "+"
+        new = value + b if op == "+" else value - b
+        steps.append(f"{value} {op} {b} = {new}")
+        terms.append(f"{op} {b}")
+        value = new
+    return {
+        "question": f"What is {' '.join(terms)}?",
+        "solution": "\n".join(steps + [f"\\boxed{{{value}}}"]),
+        "answer": str(value),
+    }
+
+
+def generate_split(n: int, seed: int, spec: ArithmeticSpec = ArithmeticSpec(), exclude: frozenset[str] = frozenset()) -> list[dict[str, str]]:
+    """``n`` distinct problems from ``seed`` whose questions are not in ``exclude``."""
+    rng = random.Random(seed)
+    seen, rows = set(exclude), []
+    while len(rows) < n:
+        row = _problem(rng, spec)
+        if row["question"] not in seen:
+            seen.add(row["question"])
+            rows.append(row)
+    return rows
+
+
+def generate_task(num_train: int, num_test: int, seed: int, spec: ArithmeticSpec = ArithmeticSpec()) -> dict[str, list[dict[str, str]]]:
+    """Train and held-out test splits with no question in common."""
+    test = generate_split(num_test, seed + 1, spec)
+    train = generate_split(num_train, seed, spec, exclude=frozenset(r["question"] for r in test))
+    return {"train": train, "test": test}

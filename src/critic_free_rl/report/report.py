@@ -1,0 +1,93 @@
+"""``critic-free-rl report RUN_DIR... [--name NAME] [--out reports]``.
+
+Reads the runs' TensorBoard event files, groups them by configuration (seeds pooled) and
+writes ``<out>/<name>/``: ``report.md`` (the table, the curves, how to open TensorBoard),
+one PNG per curve and ``tb/`` (a TensorBoard logdir with a custom-scalars layout).
+A RUN_DIR may also be a folder of runs (e.g. a ``compare`` sweep directory).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from critic_free_rl.report.events import Run, find_run_dirs, load_run
+from critic_free_rl.report.groups import Group, group_runs
+from critic_free_rl.report.plots import plot_curves
+from critic_free_rl.report.tables import markdown_table
+from critic_free_rl.report.tensorboard_view import write_tensorboard_view
+
+TABLE_NOTE = (
+    "Each value is the run's value at its last logged step (the final evaluation for the "
+    "held-out accuracies, the last training batch for steps / response, length and the "
+    "repeated-step fraction, which counts steps that repeat an earlier step of the same "
+    "response); mean ± sample standard deviation over seeds. Wall time is the training "
+    "run's wall-clock time (`summary.json`; for an unfinished run, the span of its logged events)."
+)
+
+
+def _runs_section(groups: list[Group]) -> str:
+    lines = ["| configuration | seed | finished | run directory |", "|---|---|---|---|"]
+    for g in groups:
+        for r in g.runs:
+            lines.append(f"| `{g.label}` | {r.config.get('trainer.seed', '?')} | {'yes' if r.finished else '**no**'} | `{r.path}` |")
+    return "\n".join(lines)
+
+
+def _tensorboard_section(tb_dir: Path, runs: list[Run]) -> str:
+    parent = os.path.commonpath([r.path.resolve() for r in runs])
+    return (
+        "## TensorBoard\n\n"
+        f"```\ntensorboard --logdir {tb_dir}\n```\n\n"
+        "and open the **CUSTOM SCALARS** tab: one chart per metric, one line per configuration "
+        "(the mean over seeds; the SCALARS tab shows the same curves one tag at a time). "
+        f"Every seed of every run: `tensorboard --logdir {parent}`.\n"
+    )
+
+
+def write_report(run_dirs: list[Path], name: str, out: Path) -> Path:
+    """Write the report of ``run_dirs`` into ``out / name``; returns the report.md path."""
+    runs = [load_run(p) for p in find_run_dirs(run_dirs)]
+    groups = group_runs(runs)
+    report_dir = out / name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_curves(groups, report_dir)
+    tb_dir = write_tensorboard_view(groups, report_dir / "tb")
+    parts = [
+        f"# Comparison `{name}`\n",
+        f"Runs: {len(runs)}; configurations: {len(groups)} (seeds pooled).\n",
+        "## Final metrics\n",
+        markdown_table(groups) + "\n",
+        TABLE_NOTE + "\n",
+    ]
+    unfinished = [r for r in runs if not r.finished]
+    if unfinished:
+        parts.append(f"**{len(unfinished)} run(s) have not finished** (no `summary.json`): their last logged values are used.\n")
+    parts.append("## Training curves\n")
+    parts += [f"### {spec.title}\n\n![{spec.title}]({path.name})\n" for spec, path in plots]
+    parts += [_tensorboard_section(tb_dir, runs), "## Runs\n", _runs_section(groups) + "\n"]
+    report = report_dir / "report.md"
+    report.write_text("\n".join(parts))
+    return report
+
+
+def default_name(run_dirs: list[Path]) -> str:
+    """A single folder's own name, else the name of the folders' common parent."""
+    resolved = [p.resolve() for p in run_dirs]
+    if len(resolved) == 1:
+        return resolved[0].name
+    return Path(os.path.commonpath([p.parent for p in resolved])).name or "report"
+
+
+def report_command(args: list[str]) -> None:
+    """Command-line entry of ``critic-free-rl report``."""
+    parser = argparse.ArgumentParser(prog="critic-free-rl report", description="Comparison report of training runs: table, curves, TensorBoard layout.")
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories or folders of runs")
+    parser.add_argument("--name", default=None, help="report name (default: the folder's name, or the runs' common parent's)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="parent folder of the report (default: reports)")
+    ns = parser.parse_args(args)
+    try:
+        path = write_report(ns.run_dirs, ns.name or default_name(ns.run_dirs), ns.out)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"critic-free-rl report: {exc}") from None
+    print(f"[critic-free-rl] report written to {path}")

@@ -1,0 +1,182 @@
+"""One reward pipeline for every estimator: success reward + refined dense rewards.
+
+Per response ``i`` with ``T_i`` tokens and steps ending on tokens ``t_1 < ... < t_K``::
+
+    token_rewards[i, T_i - 1] += success_coef * success_i        (correct_value / wrong_value)
+    token_rewards[i, t_k]     += dense_coef * shaped_k           (pr, pr_clip, pr_delta, pr_clip_delta)
+    token_rewards[i, T_i - 1] += dense_coef * orm_i              (orm)
+
+Reward modes (``reward.name``) and the ``reward.shaping`` each requires:
+``success`` (no dense term), ``pr`` (none), ``pr_clip`` (clip), ``pr_delta`` (delta),
+``pr_clip_delta`` (clip_delta), ``orm`` (sequence score). Steps are segmented in every
+mode, so the hacking monitors (:mod:`~critic_free_rl.rewards.monitors`) are always logged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Optional
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from critic_free_rl.config.schema import RewardConfig
+from critic_free_rl.rewards.monitors import step_metrics
+from critic_free_rl.rewards.orm import OutcomeRewardModel
+from critic_free_rl.rewards.prm import ProcessRewardModel
+from critic_free_rl.rewards.shaping import shape_step_rewards
+from critic_free_rl.rewards.steps import locate_step_ends, split_steps
+from critic_free_rl.rewards.success import SuccessVerifier, encodable
+
+#: reward.name -> the reward.shaping it requires (None: no PRM)
+REWARD_MODES: dict[str, Optional[str]] = {
+    "success": None, "pr": "none", "pr_clip": "clip", "pr_delta": "delta",
+    "pr_clip_delta": "clip_delta", "orm": None,
+}
+
+
+@dataclass
+class ScoredBatch:
+    """Rewards of a batch of ``B`` responses padded to ``T = max_i len(response_ids[i])`` tokens."""
+
+    token_rewards: torch.Tensor  # [B, T] float32
+    reward_mask: torch.Tensor  # [B, T] bool: last token of each response + each step's last token (PRM modes)
+    success: torch.Tensor  # [B] float32: correct_value or wrong_value (coefficient not applied)
+    correct: torch.Tensor  # [B] bool
+    dense_return: torch.Tensor  # [B] float32: sum of the dense terms placed in token_rewards
+    steps: list[list[str]]  # [B][K_i] step texts
+    step_end_tokens: list[list[int]]  # [B][K_i] response-token index of each step's last character
+    prm_scores: Optional[list[list[float]]]  # [B][K_i] in [0, 1]; None without PRM
+    shaped: list[list[float]]  # [B][K_i] refined step rewards (dense_coef not applied); zeros without PRM
+    orm_scores: Optional[list[float]]  # [B] in [0, 1]; None unless reward.name == orm
+    metrics: dict[str, float]
+
+
+class RewardPipeline:
+    """Scores rollouts; owns the verify worker pool and the PRM / ORM (call :meth:`close`)."""
+
+    def __init__(self, cfg: RewardConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+        if cfg.name not in REWARD_MODES:
+            raise ValueError(f"unknown reward.name {cfg.name!r}; expected one of {list(REWARD_MODES)}")
+        shaping = REWARD_MODES[cfg.name]
+        if shaping is not None and cfg.shaping != shaping:
+            raise ValueError(f"reward.name={cfg.name!r} needs reward.shaping={shaping!r}, got {cfg.shaping!r}")
+        split_steps("", cfg.step_split, cfg.step_tag, cfg.max_steps)  # fail fast on a bad splitter
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.prm = ProcessRewardModel.from_config(cfg) if shaping is not None else None
+        self.orm = OutcomeRewardModel.from_config(cfg) if cfg.name == "orm" else None
+        self.verifier = SuccessVerifier(cfg.verify_timeout_s, cfg.verify_workers)
+
+    def score(self, prompts: list[str], completions: list[str], response_ids: list[list[int]],
+              references: list[str]) -> ScoredBatch:
+        """Score ``B`` responses; ``completions[i]`` must be ``response_ids[i]`` detokenised
+        (special tokens skipped), ``references[i]`` the parsed reference answer. Lone
+        surrogates in prompts / completions are replaced (see :func:`encodable`)."""
+        B = len(completions)
+        if B == 0 or not len(prompts) == len(response_ids) == len(references) == B:
+            raise ValueError("score() needs equally long, non-empty prompts / completions / response_ids / references")
+        cfg = self.cfg
+        prompts, completions = [encodable(p) for p in prompts], [encodable(c) for c in completions]
+        spans = [split_steps(c, cfg.step_split, cfg.step_tag, cfg.max_steps) for c in completions]
+        steps = [[s.text for s in sample] for sample in spans]
+        step_ends = [locate_step_ends(sample, ids, self.tokenizer) for sample, ids in zip(spans, response_ids)]
+        correct, verify_counts = self.verifier.score(completions, references)
+        success = torch.tensor([cfg.correct_value if ok else cfg.wrong_value for ok in correct], dtype=torch.float32)
+        prm_scores = self.prm.score(prompts, steps) if self.prm is not None else None
+        shaped = self._shape(steps, prm_scores)
+        orm_scores = self.orm.score(prompts, completions) if self.orm is not None else None
+        token_rewards, reward_mask, dense_return = self._place(response_ids, success, step_ends, shaped, orm_scores)
+        metrics = step_metrics(steps, prm_scores)
+        metrics.update({
+            "reward/success_rate": sum(correct) / B,
+            "reward/success_mean": float(success.mean()),
+            "reward/dense_mean": float(dense_return.mean()),
+            "reward/verify_timeouts": verify_counts["verify_timeouts"],
+            "reward/verify_worker_errors": verify_counts["verify_worker_errors"],
+            "response/length_chars": sum(map(len, completions)) / B,
+        })
+        if orm_scores is not None:
+            metrics["reward/orm_mean"] = sum(orm_scores) / B
+        return ScoredBatch(token_rewards, reward_mask, success, torch.tensor(correct, dtype=torch.bool), dense_return,
+                           steps, step_ends, prm_scores, shaped, orm_scores, metrics)
+
+    def _shape(self, steps: list[list[str]], prm_scores: Optional[list[list[float]]]) -> list[list[float]]:
+        """Shaped step rewards per sample, one padded ``[B, K]`` call to :func:`shape_step_rewards`."""
+        if prm_scores is None:
+            return [[0.0] * len(sample) for sample in steps]
+        K = max(map(len, prm_scores))
+        scores = torch.zeros(len(prm_scores), K)
+        mask = torch.zeros(len(prm_scores), K, dtype=torch.bool)
+        for i, sample in enumerate(prm_scores):
+            scores[i, :len(sample)] = torch.tensor(sample)
+            mask[i, :len(sample)] = True
+        shaped = shape_step_rewards(scores, self.cfg.shaping, self.cfg.clip_eta, mask)
+        return [row[:len(sample)] for row, sample in zip(shaped.tolist(), prm_scores)]
+
+    def _place(self, response_ids: list[list[int]], success: torch.Tensor, step_ends: list[list[int]],
+               shaped: list[list[float]], orm_scores: Optional[list[float]]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(token_rewards [B, T], reward_mask [B, T], dense_return [B])``; rewards landing on
+        one token add up."""
+        cfg = self.cfg
+        lengths = [len(ids) for ids in response_ids]
+        rows, cols, values, dense = [], [], [], torch.zeros(len(lengths))
+        for i, n in enumerate(lengths):
+            if n == 0:
+                continue
+            terms = [(n - 1, cfg.success_coef * float(success[i]))]
+            dense_terms = list(zip(step_ends[i], (cfg.dense_coef * s for s in shaped[i]))) if self.prm is not None else []
+            if orm_scores is not None:
+                dense_terms.append((n - 1, cfg.dense_coef * orm_scores[i]))
+            dense[i] = sum(v for _, v in dense_terms)
+            for t, v in terms + dense_terms:
+                rows.append(i)
+                cols.append(t)
+                values.append(v)
+        token_rewards = torch.zeros(len(lengths), max(lengths))
+        reward_mask = torch.zeros(len(lengths), max(lengths), dtype=torch.bool)
+        index = (torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long))
+        token_rewards.index_put_(index, torch.tensor(values, dtype=torch.float32), accumulate=True)
+        reward_mask[index] = True
+        return token_rewards, reward_mask, dense
+
+    def close(self) -> None:
+        """Stop the verify workers."""
+        self.verifier.close()
+
+    def __enter__(self) -> "RewardPipeline":
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+
+def score_records(records: list[dict[str, Any]], pipeline: RewardPipeline) -> list[dict[str, Any]]:
+    """``critic-free-rl score``: each ``{prompt, completion, reference}`` record plus its rewards.
+
+    Same code path as training (completions are tokenised with the pipeline's tokenizer).
+    Added keys: ``correct``, ``success``, ``steps``, ``prm_scores``, ``shaped``,
+    ``orm_score``, ``dense_return`` and ``return`` (``success_coef * success + dense_return``).
+    """
+    if not records:
+        return []
+    completions = [encodable(r["completion"]) for r in records]
+    response_ids = pipeline.tokenizer(completions, add_special_tokens=False)["input_ids"]
+    batch = pipeline.score([r["prompt"] for r in records], completions, response_ids,
+                           [r["reference"] for r in records])
+    out = []
+    for i, record in enumerate(records):
+        success, dense = float(batch.success[i]), float(batch.dense_return[i])
+        out.append({
+            **record,
+            "correct": bool(batch.correct[i]),
+            "success": success,
+            "steps": batch.steps[i],
+            "prm_scores": None if batch.prm_scores is None else batch.prm_scores[i],
+            "shaped": batch.shaped[i],
+            "orm_score": None if batch.orm_scores is None else batch.orm_scores[i],
+            "dense_return": dense,
+            "return": pipeline.cfg.success_coef * success + dense,
+        })
+    return out

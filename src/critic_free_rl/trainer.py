@@ -1,0 +1,256 @@
+"""The RL loop. One step, top to bottom:
+
+    prompts -> rollout (G per prompt) -> rewards [B, T] -> ref / old log-probs, values
+            -> (KL into reward) -> advantages (estimator by name) -> update -> weight sync
+
+Every phase is timed under its own name and logged to TensorBoard.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from critic_free_rl.algorithms import AdvantageInput, get_estimator
+from critic_free_rl.algorithms.common import zero_variance_groups
+from critic_free_rl.algorithms.losses import kl_reward
+from critic_free_rl.backends.distributed import World
+from critic_free_rl.backends.learner import Learner, UpdateInputs
+from critic_free_rl.backends.sequences import pack
+from critic_free_rl.backends.sync_check import engine_sync_check
+from critic_free_rl.checkpointing import Checkpointer, latest_step, save_final
+from critic_free_rl.config.schema import TrainConfig
+from critic_free_rl.data.chat import apply_chat_template
+from critic_free_rl.data.datasets import Example, load_split
+from critic_free_rl.evaluation import evaluate
+from critic_free_rl.logging.tracker import PhaseTimer, Tracker
+from critic_free_rl.models.loading import resolve_model_path
+from critic_free_rl.rewards.pipeline import RewardPipeline
+from critic_free_rl.rollout import RolloutBatch, SamplingSpec, flatten_groups, make_engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    initial_accuracy: Optional[float] = None
+    final_accuracy: Optional[float] = None
+    evals: list[dict] = field(default_factory=list)
+    skipped_updates: int = 0
+
+
+def _all_finite(*ts: torch.Tensor) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in ts)
+
+
+def _any_rank(flag: bool) -> bool:
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, world: World) -> None:
+        self.cfg, self.run_dir, self.world = cfg, run_dir, world
+        t = cfg.trainer
+        random.seed(t.seed + world.rank)
+        torch.manual_seed(t.seed + world.rank)
+        # data first: a bad dataset stops the run before any model loads or the run
+        # directory gets TensorBoard files (which would make a re-run need overwrite=true)
+        train, test = load_split(cfg.data, cfg.data.train_split), load_split(cfg.data, cfg.data.test_split)
+        self.train_examples, self.test_examples = train.examples, test.examples
+        self.skipped_rows = {"train": train.skipped, "test": test.skipped}
+        self.checkpointer = Checkpointer(run_dir, t.checkpoint_every, t.keep_checkpoints)
+        # resume: TensorBoard and metrics.jsonl drop what was logged after the last checkpoint
+        purge = (latest_step(run_dir) + 1 if latest_step(run_dir) else 0) if cfg.resume else None
+        self.tracker = Tracker(run_dir, enabled=world.is_main, purge_step=purge)
+        self.tracker.scalars({f"data/skipped_rows/{k}": float(v) for k, v in self.skipped_rows.items()}, 0)
+        self.timer = PhaseTimer()
+        self.state = RunState()
+        self.model_path = resolve_model_path(cfg.model, cfg.data)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.model.trust_remote_code)
+        if cfg.model.use_chat_template:
+            self.train_examples = apply_chat_template(self.train_examples, self.tokenizer, cfg.model.system_prompt)
+            self.test_examples = apply_chat_template(self.test_examples, self.tokenizer, cfg.model.system_prompt)
+        r = cfg.rollout
+        self.prompts_per_rank = r.prompts_per_step // world.size
+        self.engine = make_engine(
+            r.engine, self.model_path, dtype=cfg.model.dtype, seed=r.seed + world.rank,
+            max_model_len=self._max_model_len(), gpu_memory_utilization=r.gpu_memory_utilization,
+            cpu_kvcache_gib=r.cpu_kvcache_gib, tensor_parallel_size=r.tensor_parallel_size,
+            enforce_eager=r.enforce_eager, world_size=world.size,
+        )
+        self.rewards = RewardPipeline(cfg.reward, self.tokenizer)
+        self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device)
+        self.learner.tune_cpu_threads()
+        self.estimator = get_estimator(cfg.algorithm.estimator)
+        self.gen = torch.Generator().manual_seed(t.seed)
+        self._order: list[int] = []
+
+    def _max_model_len(self) -> int:
+        longest = max(len(self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) for e in self.train_examples + self.test_examples)
+        return longest + max(self.cfg.rollout.max_new_tokens, self.cfg.eval.max_new_tokens) + 8
+
+    # ------------------------------------------------------------------ data
+    def _step_prompts(self, step: int) -> list[Example]:
+        """The global batch of step ``step`` (same on every rank), then this rank's shard.
+        Epochs are seeded permutations, so a resumed run sees the same prompts."""
+        n, k = len(self.train_examples), self.cfg.rollout.prompts_per_step
+        start = step * k
+        out = []
+        for pos in range(start, start + k):
+            epoch, i = divmod(pos, n)
+            perm = random.Random(self.cfg.trainer.seed * 7919 + epoch).sample(range(n), n)
+            out.append(self.train_examples[perm[i]])
+        return out[self.world.rank :: self.world.size]
+
+    # ------------------------------------------------------------------ one step
+    def rollout(self, step: int) -> RolloutBatch:
+        r = self.cfg.rollout
+        examples = self._step_prompts(step)
+        spec = SamplingSpec(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, ignore_eos=r.ignore_eos, seed=(r.seed * 1_000_003 + step * self.world.size + self.world.rank))
+        groups = self.engine.generate([e.prompt for e in examples], spec)
+        prompt_ids = [self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"] for e in examples]
+        return flatten_groups(examples, groups, prompt_ids)
+
+    def _old_logprobs(self, batch: RolloutBatch, packed) -> torch.Tensor:
+        """[B, T] behaviour-policy log-probs: the engine's own when they are exact, else a forward pass."""
+        r = self.cfg.rollout
+        if r.use_engine_logprobs and batch.sample_logprobs is not None and r.temperature == 1.0 and r.top_p == 1.0:
+            out = torch.zeros(packed.response_mask.shape)
+            for i, lp in enumerate(batch.sample_logprobs):
+                out[i, : len(lp)] = torch.tensor(lp)
+            return out
+        return self.learner.logprobs(packed, "policy")
+
+    def train_step(self, step: int) -> dict[str, float]:
+        a, T = self.cfg.algorithm, self.timer
+        with T.phase("generate"):
+            batch = self.rollout(step)
+        with T.phase("score"):
+            scored = self.rewards.score(batch.prompts, batch.responses, batch.response_ids, batch.references)
+        packed = pack(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
+        need_old = a.ppo_epochs > 1 or a.num_minibatches > 1 or a.kl_in == "reward"
+        with T.phase("ref_logprobs"):
+            ref_logp = self.learner.logprobs(packed, "ref") if a.kl_coef > 0 and a.kl_in != "none" else None
+        with T.phase("old_logprobs"):
+            old_logp = self._old_logprobs(batch, packed) if need_old else None
+        with T.phase("values"):
+            values = self.learner.values(packed) if self.learner.critic is not None else None
+        token_rewards = scored.token_rewards
+        mask = packed.response_mask
+        kl_part = torch.zeros(len(batch))
+        if a.kl_in == "reward" and ref_logp is not None:
+            pen = kl_reward(old_logp, ref_logp, a.kl_coef).masked_fill(~mask, 0.0)
+            token_rewards = token_rewards + pen
+            kl_part = pen.sum(1)
+        with T.phase("advantage"):
+            adv = self.estimator(AdvantageInput(token_rewards, scored.reward_mask, mask, batch.group_ids, values), a)
+        loss_mask = mask.clone()
+        flat = zero_variance_groups(scored.success + scored.dense_return, batch.group_ids)
+        if a.filter_zero_variance_groups:
+            loss_mask &= ~flat.unsqueeze(1)
+        bad = ~torch.isfinite(token_rewards).all(1) | ~torch.isfinite(adv.advantages).all(1)
+        skip = _any_rank(bool(bad.any()))
+        metrics = {
+            "reward/mean": float((scored.success + scored.dense_return + kl_part).mean()),
+            "reward/std": float((scored.success + scored.dense_return + kl_part).std()),
+            "reward/kl_mean": float(kl_part.mean()),
+            "reward/zero_variance_group_frac": float(flat.float().mean()),
+            "response/length_tokens": float(mask.sum(1).float().mean()),
+            "response/truncated_frac": 1.0 - sum(batch.finished) / len(batch),
+            **scored.metrics,
+        }
+        if skip:
+            ids = [u for u, b in zip(batch.uids, bad.tolist()) if b]
+            log.warning("step %d: non-finite rewards/advantages for samples %s; update skipped", step + 1, ids)
+            self.tracker.text("nonfinite/samples", ", ".join(ids) or "(other rank)", step + 1)  # where fit() logs this step's scalars
+            self.state.skipped_updates += 1
+            metrics["train/update_skipped"] = 1.0
+        else:
+            with T.phase("update"):
+                upd = self.learner.update(UpdateInputs(packed, adv.advantages, adv.returns, old_logp, ref_logp, values, loss_mask), self.gen)
+            metrics.update({f"train/{k}": v for k, v in upd.items()})
+            if upd.get("update_skipped"):
+                self.state.skipped_updates += 1
+                log.warning("step %d: non-finite gradients; optimizer step skipped (ids %s)", step + 1, batch.uids[:4])
+            with T.phase("weight_sync"):
+                self.engine.sync_weights(self.learner.full_weights())
+        metrics["train/lr"] = self.learner.lr
+        if step % max(1, self.cfg.trainer.eval_every) == 0 and self.cfg.trainer.log_completions:
+            rows = [f"**{u}** reward={float(scored.success[i]):.2f}+{float(scored.dense_return[i]):.2f}\n\n```\n{batch.prompts[i]}{batch.responses[i]}\n```" for i, u in enumerate(batch.uids[: self.cfg.trainer.log_completions])]
+            self.tracker.text("samples/train", "\n\n".join(rows), step)
+        n_tokens = float(mask.sum()) * self.world.size
+        times = T.pop_step()
+        metrics.update(times)
+        metrics["perf/generated_tokens_per_s"] = n_tokens / max(times.get("time/generate_s", 1e-9), 1e-9)
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+    def run_eval(self, step: int) -> float:
+        e = self.cfg.eval
+        with self.timer.phase("eval"):
+            res = evaluate(self.engine, self.rewards.verifier, self.test_examples, e.max_new_tokens, e.num_samples, e.temperature, self.world.rank, self.world.size)
+        self.tracker.scalars(res.metrics("eval"), step)
+        self.tracker.text("samples/eval", "\n\n".join(f"{'OK' if c else 'WRONG'} (ref {r})\n```\n{p}{t}\n```" for p, t, r, c in res.samples), step)
+        self.state.evals.append({"step": step, **res.metrics("eval")})
+        log.info("step %d eval greedy_accuracy=%.3f sampling_accuracy=%s (n=%d)", step, res.greedy_accuracy, res.sampling_accuracy, res.num_examples)
+        return res.greedy_accuracy
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict:
+        t = self.cfg.trainer
+        t0 = time.time()
+        resumed = bool(self.cfg.resume) and self.checkpointer.restore(self)
+        if t.eval_at_start and not resumed:
+            self.state.initial_accuracy = self.run_eval(0)
+        for step in range(self.state.step, t.total_steps):
+            metrics = self.train_step(step)
+            self.tracker.scalars(metrics, step + 1)
+            self.state.step = step + 1
+            if self.world.is_main:
+                log.info("step %d/%d reward=%.3f success=%.3f len=%.1f kl=%.4f %.2fs", step + 1, t.total_steps, metrics["reward/mean"], metrics.get("reward/success_rate", float("nan")), metrics["response/length_tokens"], metrics.get("train/kl", 0.0), sum(v for k, v in metrics.items() if k.startswith("time/")))
+            if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.total_steps:
+                self.run_eval(step + 1)
+            if self.checkpointer.due(step + 1):
+                self.checkpointer.save(self, step + 1, time.time() - t0)
+        self.state.final_accuracy = self.run_eval(t.total_steps)
+        wall = time.time() - t0 + self.checkpointer.elapsed_before
+        final_dir = self.run_dir / "final"
+        # the engine samples from the trained policy; ranks hold identical weights
+        sync = engine_sync_check(self.engine, self.learner, self.tokenizer, [e.prompt for e in self._step_prompts(0)])
+        sync.update(save_final(self.learner, final_dir, self.tokenizer, self.world))  # every rank: ZeRO-3 gathers
+        log.info("sync check: %s", {k: v for k, v in sync.items() if k != "rank_weights_sha256"})
+        summary = {
+            "initial_accuracy": self.state.initial_accuracy,
+            "final_accuracy": self.state.final_accuracy,
+            "steps": self.state.step,
+            "wall_seconds": wall,
+            "mean_phase_seconds": self.timer.means(),
+            "evals": self.state.evals,
+            "skipped_updates": self.state.skipped_updates,
+            "skipped_rows": self.skipped_rows,
+            "num_ranks": self.world.size,
+            "algorithm": self.cfg.algorithm.name,
+            "reward": self.cfg.reward.name,
+            "seed": t.seed,
+            "checkpoint": str(final_dir),
+            **sync,
+        }
+        self.tracker.summary(summary)
+        self.tracker.close()
+        return summary
+
+    def close(self) -> None:
+        self.rewards.close()
+        self.engine.close()

@@ -1,0 +1,56 @@
+"""`critic-free-rl compare` in miniature: grpo,rloo x success x 1 seed, 2 steps each on a
+tiny random model; both runs finish, the report is written, and running the same command
+again reuses the finished runs instead of retraining them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from critic_free_rl.report.compare import DEFAULT_AXES, plan, split_args
+
+FAST = ["trainer=torch", "trainer.total_steps=2", "trainer.eval_every=0", "eval.num_samples=0", "eval.max_new_tokens=16",
+        "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16", "data.max_test_rows=8", "data.num_train=64"]
+
+
+@pytest.mark.slow
+def test_compare_runs_reports_and_resumes(tiny_model_dir, tmp_path, cache_dir):
+    args = ["compare", "compare.name=smoke", f"compare.runs={tmp_path / 'runs'}", f"compare.reports={tmp_path / 'reports'}",
+            "algorithm=grpo,rloo", "reward=success", "trainer.seed=0",
+            "model.embedded=false", f"model.name_or_path={tiny_model_dir}", *FAST]
+    first = run_cli(*args)
+    assert first.returncode == 0, (first.stdout[-2000:], first.stderr[-3000:])
+    sweep = tmp_path / "runs" / "compare-smoke"
+    runs = [sweep / f"{a}-success-s0" for a in ("grpo", "rloo")]
+    for run in runs:
+        assert json.loads((run / "summary.json").read_text())["steps"] == 2
+    report = tmp_path / "reports" / "smoke" / "report.md"
+    text = report.read_text()
+    assert "`grpo-success`" in text and "`rloo-success`" in text and (report.parent / "eval_greedy_accuracy.png").is_file()
+
+    mtimes = [(run / "summary.json").stat().st_mtime_ns for run in runs]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished run reused") == 2
+    assert [(run / "summary.json").stat().st_mtime_ns for run in runs] == mtimes
+
+    changed = run_cli(*args, "trainer.total_steps=3")  # same name, different plain setting
+    assert changed.returncode != 0 and "choose another compare.name" in changed.stderr
+
+
+def test_plan_axes_and_run_dirs(tmp_path):
+    fixed, jobs = plan([], tmp_path)
+    assert fixed == [] and len(jobs) == 3 * 5 * 2 and len({j.run_dir for j in jobs}) == len(jobs)
+    assert set(DEFAULT_AXES) == {"algorithm", "reward", "trainer.seed"}
+    fixed, jobs = plan(["algorithm=grpo,rloo", "reward=success", "algorithm.kl_coef=0.01,0.1", "model.name_or_path=/m/x"], tmp_path)
+    assert fixed == ["model.name_or_path=/m/x"]  # plain overrides stay out of the run directory names
+    assert len(jobs) == 2 * 2 * 2
+    assert tmp_path / "grpo-success-s0-algorithm.kl_coef_0.01" in {j.run_dir for j in jobs}
+
+
+def test_compare_options_are_separated_and_checked():
+    opts, rest = split_args(["compare.name=x", "algorithm=grpo", "compare.runs=/r"])
+    assert (opts.name, opts.runs, opts.reports, rest) == ("x", "/r", "reports", ["algorithm=grpo"])
+    with pytest.raises(SystemExit, match="unknown option"):
+        split_args(["compare.nmae=x"])
