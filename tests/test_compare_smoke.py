@@ -51,6 +51,22 @@ def test_plan_axes_and_run_dirs(tmp_path):
 
 def test_compare_options_are_separated_and_checked():
     opts, rest = split_args(["compare.name=x", "algorithm=grpo", "compare.runs=/r"])
-    assert (opts.name, opts.runs, opts.reports, rest) == ("x", "/r", "reports", ["algorithm=grpo"])
+    assert (opts.name, opts.runs, opts.reports, opts.jobs, rest) == ("x", "/r", "reports", 0, ["algorithm=grpo"])
     with pytest.raises(SystemExit, match="unknown option"):
         split_args(["compare.nmae=x"])
+
+
+def test_parallel_jobs_default_and_bounds(monkeypatch):
+    import os
+
+    import torch
+
+    from critic_free_rl.report.compare import parallel_jobs
+
+    assert parallel_jobs(3) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert parallel_jobs(0) == (os.cpu_count() or 1)  # CPU: one single-threaded run per core
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parallel_jobs(0) == 1  # one GPU: the runs would share it
+    with pytest.raises(SystemExit, match="compare.jobs=-1 must be >= 0"):
+        parallel_jobs(-1)

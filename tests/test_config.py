@@ -48,6 +48,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
         (["data.answer_format=latex"], "data.answer_format='latex' is not valid; valid choices: ['boxed', 'gsm8k', 'raw']"),
         (["data.prompt_template='Problem: {problem}'"], "data.prompt_template='Problem: {problem}' is not a valid template"),
         (["reward=pr_clip", "reward.prm_kind=lm"], "reward.prm_kind='lm' is not valid; valid choices: ['tag_lm', 'token_cls']"),
+        (["+model.warmstart.stop_at=0.3"], "model.warmstart has unknown key(s) ['stop_at']; valid keys:"),
     ],
 )
 def test_cross_field_errors_list_the_fix(overrides: list[str], expected: str) -> None:

@@ -152,15 +152,15 @@ def policy_objective(
 
         loss = policy_loss + [kl_in == "loss"] kl_coef * agg(k(logp, ref_logp)) - entropy_coef * agg(H)
 
-    ``ref_logp`` [B, T] is required when ``cfg.kl_in == "loss"`` (else only logged as
+    ``ref_logp`` [B, T] is required when ``cfg.kl_in == "loss"`` and ``cfg.kl_coef > 0`` (else only logged as
     ``kl``); ``entropy`` [B, T] (see :func:`entropy_from_logits`) when
     ``cfg.entropy_coef > 0`` (else only logged). Metrics: those of :func:`policy_loss`
     plus ``kl``, ``entropy`` (token means, when given) and ``loss``.
     """
     if cfg.kl_in not in KL_PLACEMENTS:
         raise ValueError(f"unknown algorithm.kl_in {cfg.kl_in!r}; valid choices: {list(KL_PLACEMENTS)}")
-    if cfg.kl_in == "loss" and ref_logp is None:
-        raise ValueError("algorithm.kl_in == 'loss' needs ref_logp")
+    if cfg.kl_in == "loss" and cfg.kl_coef > 0 and ref_logp is None:
+        raise ValueError("algorithm.kl_in == 'loss' with kl_coef > 0 needs ref_logp")
     if cfg.entropy_coef > 0 and entropy is None:
         raise ValueError("algorithm.entropy_coef > 0 needs the per-token entropy")
     loss, metrics = policy_loss(

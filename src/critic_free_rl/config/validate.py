@@ -37,6 +37,10 @@ def _validate_data(d: DataConfig) -> None:
         raise ConfigError(f"data.max_prompt_chars={d.max_prompt_chars} must be at least 1")
 
 
+#: the keys of ``model.warmstart`` (see :func:`critic_free_rl.models.loading.embedded_policy`)
+WARMSTART_KEYS = {"steps", "batch_size", "lr", "seed", "stop_at_accuracy", "eval_every", "eval_problems", "early_answer_frac"}
+
+
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks of a composed config; raises :class:`ConfigError` on the first problem."""
     from critic_free_rl.algorithms import estimator_names
@@ -54,6 +58,9 @@ def validate(cfg: TrainConfig) -> None:
     _choice("trainer.backend", t.backend, {"deepspeed", "torch"})
     _choice("trainer.zero_stage", t.zero_stage, {0, 1, 2, 3})
     _validate_data(cfg.data)
+    unknown = sorted(set(cfg.model.warmstart) - WARMSTART_KEYS)
+    if unknown:
+        raise ConfigError(f"model.warmstart has unknown key(s) {unknown}; valid keys: {sorted(WARMSTART_KEYS)}")
     validate_scale_out(cfg)
     if a.estimator in GROUP_BASELINE_ESTIMATORS and ro.group_size < 2:
         raise ConfigError(f"rollout.group_size={ro.group_size}: algorithm {a.name!r} uses a group baseline and needs at least 2 samples per prompt")

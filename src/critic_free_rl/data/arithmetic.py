@@ -45,6 +45,23 @@ def _problem(rng: random.Random, spec: ArithmeticSpec) -> dict[str, str]:
     }
 
 
+def early_answer(solution: str) -> str:
+    """``solution`` cut one operation short: its last step is dropped and the value before
+    it boxed (a wrong answer). The warm-start corpus writes some solutions this way (see
+    :func:`critic_free_rl.models.loading.embedded_policy`).
+
+        17 + 25 = 42            17 + 25 = 42
+        42 - 8 = 34      ->     42 - 8 = 34
+        34 + 4 = 38             \\boxed{34}
+        \\boxed{38}
+    """
+    *steps, _box = solution.split("\n")
+    if len(steps) < 2:
+        raise ValueError(f"a solution of one step cannot be cut short: {solution!r}")
+    value = steps[-2].rsplit("=", 1)[1].strip()
+    return "\n".join(steps[:-1] + [f"\\boxed{{{value}}}"])
+
+
 def generate_split(n: int, seed: int, spec: ArithmeticSpec = ArithmeticSpec(), exclude: frozenset[str] = frozenset()) -> list[dict[str, str]]:
     """``n`` distinct problems from ``seed`` whose questions are not in ``exclude``."""
     rng = random.Random(seed)

@@ -7,11 +7,15 @@ setting that shapes it, so later runs reuse it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import random
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from critic_free_rl.config.schema import DataConfig, ModelConfig
 
@@ -20,32 +24,91 @@ def cache_root() -> Path:
     return Path(os.environ.get("CFRL_CACHE", Path.home() / ".cache" / "critic-free-rl"))
 
 
+@contextlib.contextmanager
+def cache_lock(entry: Path) -> Iterator[None]:
+    """Hold an exclusive lock on cache ``entry`` while building it, so concurrent runs (a
+    parallel ``compare``) build it once: the others wait, then find it cached."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.with_name(entry.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def embedded_policy(mcfg: ModelConfig, dcfg: DataConfig) -> Path:
-    """Build (once) the tiny policy warm-started by SFT on the embedded task's train split."""
-    from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_task
-    from critic_free_rl.models.tiny import build_tiny_model
-    from critic_free_rl.models.warmstart import sft
+    """Build (once) the tiny policy warm-started by SFT on the embedded task's train split.
 
+    ``model.warmstart`` keys: ``steps`` (at most), ``batch_size``, ``lr``, ``seed``;
+    ``stop_at_accuracy`` / ``eval_every`` / ``eval_problems``: stop at the first check
+    whose greedy accuracy on a validation split (``eval_problems`` fresh problems, in
+    neither the train nor the test split) reaches ``stop_at_accuracy`` (see
+    :mod:`critic_free_rl.models.warmstart`); ``early_answer_frac``: the fraction of the
+    longest problems (``data.spec.max_ops`` operations) whose warm-start solution stops
+    one operation early and boxes the wrong value (:func:`~critic_free_rl.data.arithmetic.early_answer`).
+
+    That last knob is the embedded default's built-in flaw: the SFT policy copies the
+    habit, answering the longest problems one step early under greedy decoding, while it
+    can still sample the full solution. An outcome reward finds the habit (the finished
+    solutions are the ones rewarded) and RL removes it; imitation cannot. It gives RL a
+    known, checkable thing to fix on a 2-core budget, next to the slow work of sharpening
+    arithmetic. ``warmstart.json`` in the folder records the settings, the steps taken and
+    the validation accuracy.
+    """
     w = dict(mcfg.warmstart)
     arch = dict(mcfg.arch)
-    parts = {"arch": arch, "warmstart": w, "data_seed": dcfg.seed, "spec": dict(dcfg.spec), "num_train": dcfg.num_train, "template": dcfg.prompt_template, "v": 1}
+    parts = {"arch": arch, "warmstart": w, "data_seed": dcfg.seed, "spec": dict(dcfg.spec), "num_train": dcfg.num_train,
+             "num_test": dcfg.num_test, "template": dcfg.prompt_template, "v": 2}
     out = cache_root() / f"policy-{_key(parts)}"
-    if (out / "config.json").is_file():
-        return out
+    with cache_lock(out):
+        if not (out / "config.json").is_file():
+            _build_policy(out, parts, dcfg)
+    return out
+
+
+def warmstart_pairs(rows: list[dict[str, str]], template: str, max_ops: int, early_answer_frac: float, seed: int) -> list[tuple[str, str]]:
+    """(prompt, solution) pairs of the warm-start corpus: each row's gold solution, except
+    that a ``early_answer_frac`` share (seeded) of the rows with ``max_ops`` operations get
+    :func:`~critic_free_rl.data.arithmetic.early_answer` instead."""
+    from critic_free_rl.data.arithmetic import early_answer
+
+    rng = random.Random(seed)
+    out = []
+    for r in rows:
+        cut = r["solution"].count("\n") == max_ops and rng.random() < early_answer_frac
+        out.append((template.format(question=r["question"]), early_answer(r["solution"]) if cut else r["solution"]))
+    return out
+
+
+def _build_policy(out: Path, parts: dict, dcfg: DataConfig) -> None:
+    from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_split, generate_task
+    from critic_free_rl.models.tiny import build_tiny_model
+    from critic_free_rl.models.warmstart import StopRule, sft
+
+    w = parts["warmstart"]
+    spec = ArithmeticSpec(**dcfg.spec)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    base = build_tiny_model(tmp / "init", seed=int(w.get("seed", 0)), **arch)
-    task = generate_task(dcfg.num_train, dcfg.num_test, dcfg.seed, ArithmeticSpec(**dcfg.spec))
-    pairs = [(dcfg.prompt_template.format(question=r["question"]), r["solution"]) for r in task["train"]]
-    sft(base, tmp / "model", pairs, steps=int(w.get("steps", 1000)), batch_size=int(w.get("batch_size", 64)), lr=float(w.get("lr", 1e-3)), seed=int(w.get("seed", 0)))
-    (tmp / "model" / "warmstart.json").write_text(json.dumps(parts, indent=2))
+    base = build_tiny_model(tmp / "init", seed=int(w.get("seed", 0)), **parts["arch"])
+    task = generate_task(dcfg.num_train, dcfg.num_test, dcfg.seed, spec)
+    prompt = dcfg.prompt_template.format
+    pairs = warmstart_pairs(task["train"], dcfg.prompt_template, spec.max_ops, float(w.get("early_answer_frac", 0.0)), int(w.get("seed", 0)))
+    stop = None
+    if w.get("stop_at_accuracy") is not None:
+        seen = frozenset(r["question"] for split in task.values() for r in split)
+        val = generate_split(int(w.get("eval_problems", 200)), dcfg.seed + 2, spec, exclude=seen)
+        stop = StopRule([(prompt(question=r["question"]), r["answer"]) for r in val], float(w["stop_at_accuracy"]), int(w.get("eval_every", 25)))
+    res = sft(base, tmp / "model", pairs, steps=int(w.get("steps", 1000)), batch_size=int(w.get("batch_size", 64)),
+              lr=float(w.get("lr", 1e-3)), seed=int(w.get("seed", 0)), stop=stop)
+    record = {**parts, "steps_taken": res.steps, "validation_greedy_accuracy": res.accuracy}
+    (tmp / "model" / "warmstart.json").write_text(json.dumps(record, indent=2))
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp / "model", out)  # atomic: a half-built model never looks cached
     shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def resolve_model_path(mcfg: ModelConfig, dcfg: DataConfig) -> str:

@@ -8,7 +8,7 @@ for one of these keys replaces that axis (``algorithm=grpo,rloo``, ``trainer.see
 one for any other key adds an axis (``algorithm.kl_coef=0.01,0.1``), and a plain override
 applies to every run (``trainer.total_steps=50``).
 
-Each run trains in a process of its own (``critic-free-rl train``) in
+Each run trains in a process of its own (``critic-free-rl train``; ``compare.jobs`` at once) in
 ``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>``. Finished runs are reused and interrupted ones
 restarted (``+extra.skip_if_done=true overwrite=true``), so running the same command
 again resumes a comparison. Plain overrides are recorded in ``compare.json`` of the sweep
@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -43,6 +45,9 @@ class CompareOptions:
     name: str = "default"
     runs: str = "runs"
     reports: str = "reports"
+    #: runs trained at once; 0 = one per CPU core without a GPU (the embedded policy trains
+    #: single-threaded), one with a GPU (every run would share it)
+    jobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,17 @@ def check_fixed_overrides(sweep_dir: Path, fixed: list[str]) -> None:
     record.write_text(json.dumps({"overrides": wanted}, indent=2))
 
 
+def parallel_jobs(requested: int) -> int:
+    """``compare.jobs``, or its automatic value for 0 (see :class:`CompareOptions`)."""
+    if requested < 0:
+        raise SystemExit(f"critic-free-rl compare: compare.jobs={requested} must be >= 0 (0 = automatic)")
+    if requested:
+        return requested
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
 def run_job(job: Job, fixed: list[str]) -> bool:
     """Train (or reuse) one run in a fresh process; True when it finished."""
     run_dir = str(job.run_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
@@ -124,11 +140,13 @@ def compare_command(args: list[str]) -> None:
     sweep_dir = Path(opts.runs) / f"compare-{opts.name}"
     fixed, jobs = plan(overrides, sweep_dir)
     check_fixed_overrides(sweep_dir, fixed)
-    failed = []
-    for i, job in enumerate(jobs, 1):
+    def one(i: int, job: Job) -> bool:
         print(f"[critic-free-rl] compare {opts.name}: run {i}/{len(jobs)}: {' '.join(job.overrides)}", flush=True)
-        if not run_job(job, fixed):
-            failed.append(job)
+        return run_job(job, fixed)
+
+    with ThreadPoolExecutor(max_workers=parallel_jobs(opts.jobs)) as pool:
+        done = list(pool.map(one, range(1, len(jobs) + 1), jobs))
+    failed = [j for j, ok in zip(jobs, done) if not ok]
     finished = [j.run_dir for j in jobs if (j.run_dir / "summary.json").is_file()]
     if finished:
         report = write_report(finished, opts.name, Path(opts.reports))

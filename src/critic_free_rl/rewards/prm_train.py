@@ -327,30 +327,25 @@ def labelled_solutions(prompts: list[str], per_problem: int, seed: int) -> list[
 
 # --------------------------------------------------------------------------- training / evaluation
 def _dense_targets(prm: Any, data: list[LabelledSolution], seqs: list[list[int]],
-                   positions: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
-    """Per position of each sequence, ``(prefix class, next token)``: the :func:`prefix_labels`
-    class (0 / 1) of a step-text token, and the token that follows a position when it is
-    text of a good step (the next-token target); -100 elsewhere (prompt, SEP, a step whose
-    tokens are not its characters)."""
+                   positions: list[list[int]]) -> list[list[int]]:
+    """Per position of each sequence, the :func:`prefix_labels` class (0 / 1) of a
+    step-text token; -100 elsewhere (prompt, SEP, a step whose tokens are not its characters)."""
     flat = [s for d in data for s in d.steps]
     step_ids = iter(prm.tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else [])
-    prefix, following = [], []
+    prefix = []
     for d, ids, pos in zip(data, seqs, positions):
-        cls, nxt = [-100] * len(ids), [-100] * len(ids)
-        for k, (chars, good) in enumerate(zip(prefix_labels(d.prompt, d.steps), d.labels)):
+        cls = [-100] * len(ids)
+        for k, chars in enumerate(prefix_labels(d.prompt, d.steps)):
             n = len(next(step_ids))
             if k < len(pos) and n == len(chars):
                 cls[pos[k] - n:pos[k]] = [int(c) for c in chars]
-                if good:
-                    nxt[pos[k] - n - 1:pos[k] - 1] = ids[pos[k] - n:pos[k]]
         prefix.append(cls)
-        following.append(nxt)
-    return prefix, following
+    return prefix
 
 
 def train_prm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolution], steps: int,
               batch_size: int = 64, lr: float = 3e-3, seed: int = 0, separator: str = SEPARATOR,
-              device: str = "auto", dense: float = 0.0, lm: float = 0.0, log: Callable[[str], None] = print,
+              device: str = "auto", dense: float = 0.0, log: Callable[[str], None] = print,
               log_every: int = 250) -> Path:
     """Fine-tune the token-classification model in ``init_dir`` on ``data`` and
     ``save_pretrained`` it (with its tokenizer) to ``out_dir``.
@@ -360,9 +355,7 @@ def train_prm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
     the reward pipeline reads. With ``dense > 0`` the same head also learns, with that
     weight, the :func:`prefix_labels` of every step character: a dense signal of where a
     step goes wrong, which makes the arithmetic and copying checks learnable in a short
-    run. With ``lm > 0`` a next-token loss on the text of good steps (through the tied
-    input embeddings; nothing is added to the saved model) teaches the arithmetic the
-    check needs. AdamW with a linear warm-up and cosine decay; shuffled epochs.
+    run. AdamW with a linear warm-up and cosine decay; shuffled epochs.
     """
     import torch
     import torch.nn.functional as F
@@ -372,7 +365,7 @@ def train_prm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
     prm = ProcessRewardModel(str(init_dir), "token_cls", separator, device=device)
     seqs, positions = prm.build_inputs([d.prompt for d in data], [d.steps for d in data])
     labels = [d.labels[:len(pos)] for d, pos in zip(data, positions)]
-    prefix_targets, next_targets = _dense_targets(prm, data, seqs, positions)
+    prefix_targets = _dense_targets(prm, data, seqs, positions)
     model, pad, dev = prm.model, prm.pad_id, prm.device
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -400,16 +393,14 @@ def train_prm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
         logits = model.score(hidden[rows, cols])  # [N, 2]
         loss = cls_loss = F.cross_entropy(logits.float(), target)
         parts = [f"step-loss {cls_loss.item():.4f}"]
-        for name, weight, targets, head in (("prefix", dense, prefix_targets, model.score),
-                                            ("lm", lm, next_targets, lambda h: h @ model.model.embed_tokens.weight.T)):
-            if weight > 0:
-                tok = torch.full((len(idx), width), -100, dtype=torch.long)
-                for row, j in enumerate(idx):
-                    tok[row, :lengths[j]] = torch.tensor(targets[j])
-                keep = (tok >= 0).to(dev)
-                aux = F.cross_entropy(head(hidden[keep]).float(), tok.to(dev)[keep])
-                loss = loss + weight * aux
-                parts.append(f"{name}-loss {aux.item():.4f}")
+        if dense > 0:
+            tok = torch.full((len(idx), width), -100, dtype=torch.long)
+            for row, j in enumerate(idx):
+                tok[row, :lengths[j]] = torch.tensor(prefix_targets[j])
+            keep = (tok >= 0).to(dev)
+            aux = F.cross_entropy(model.score(hidden[keep]).float(), tok.to(dev)[keep])
+            loss = loss + dense * aux
+            parts.append(f"prefix-loss {aux.item():.4f}")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
