@@ -121,7 +121,7 @@ def test_embedded_prm_trains_caches_and_scores_through_process_reward_model(cach
     dcfg = _data()
     path = embedded_prm(dcfg, SEP, TINY_ARCH, TINY_TRAIN, device="cpu", log=lambda _: None)
     assert path.parent == cache_dir and path.name.startswith("prm-")
-    assert sorted(p.name for p in cache_dir.iterdir()) == [path.name]  # no temp folder left behind
+    assert sorted(p.name for p in cache_dir.iterdir() if p.suffix != ".lock") == [path.name]  # no temp folder left behind
     report = json.loads((path / "prm_eval.json").read_text())
     assert report["steps"] > 0 and report["solutions"] == dcfg.num_test * prm_train.EVAL_PER_PROBLEM
     for key in ("accuracy", "balanced_accuracy", "accuracy_good", "accuracy_bad", "majority_baseline"):
@@ -134,11 +134,11 @@ def test_embedded_prm_trains_caches_and_scores_through_process_reward_model(cach
     assert len(scores[0]) == 3 and all(0.0 <= x <= 1.0 for x in scores[0])
 
     # cached: same settings -> same folder, no training; other settings -> another folder
-    monkeypatch.setattr(prm_train, "train_prm", lambda *a, **k: pytest.fail("retrained a cached PRM"))
-    assert embedded_prm(dcfg, SEP, TINY_ARCH, TINY_TRAIN, device="cpu", log=lambda _: None) == path
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # (monkeypatch.undo() would also undo cache_dir's CFRL_CACHE)
+        patch.setattr(prm_train, "train_prm", lambda *a, **k: pytest.fail("retrained a cached PRM"))
+        assert embedded_prm(dcfg, SEP, TINY_ARCH, TINY_TRAIN, device="cpu", log=lambda _: None) == path
     other = embedded_prm(_data(seed=99), SEP, TINY_ARCH, TINY_TRAIN, device="cpu", log=lambda _: None)
-    assert other != path and (other / "config.json").is_file()
+    assert other != path and other.parent == cache_dir and (other / "config.json").is_file()
 
 
 def test_resolve_prm_path(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -464,9 +464,7 @@ def embedded_prm(dcfg: DataConfig, separator: str = SEPARATOR, arch: Optional[di
     looks cached. The folder holds ``prm_eval.json`` (held-out step accuracy on test-split
     problems) and ``prm_train.json`` (the settings).
     """
-    from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_task
-    from critic_free_rl.models.loading import cache_root
-    from critic_free_rl.models.tiny import build_tiny_model
+    from critic_free_rl.models.loading import cache_lock, cache_root
 
     arch = {**DEFAULT_ARCH, **(arch or {})}
     t = {**DEFAULT_TRAIN, **(train or {})}
@@ -474,8 +472,18 @@ def embedded_prm(dcfg: DataConfig, separator: str = SEPARATOR, arch: Optional[di
              "num_train": dcfg.num_train, "num_test": dcfg.num_test, "template": dcfg.prompt_template,
              "eval_per_problem": EVAL_PER_PROBLEM, "v": _VERSION}
     out = cache_root() / f"prm-{_key(parts)}"
-    if (out / "config.json").is_file():
-        return out
+    with cache_lock(out):  # concurrent runs (a parallel compare) train it once
+        if not (out / "config.json").is_file():
+            _build_prm(out, parts, dcfg, separator, t, device, log)
+    return out
+
+
+def _build_prm(out: Path, parts: dict, dcfg: DataConfig, separator: str, t: dict, device: str,
+               log: Callable[[str], None]) -> None:
+    from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_task
+    from critic_free_rl.models.tiny import build_tiny_model
+
+    arch = parts["arch"]
     started = time.monotonic()
     seed = int(t["seed"])
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
@@ -496,14 +504,9 @@ def embedded_prm(dcfg: DataConfig, separator: str = SEPARATOR, arch: Optional[di
         (tmp / "model" / "prm_eval.json").write_text(json.dumps(report, indent=2))
         (tmp / "model" / "prm_train.json").write_text(json.dumps(parts, indent=2))
         out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(tmp / "model", out)  # atomic: a half-built model never looks cached
-        except OSError:
-            if not (out / "config.json").is_file():  # another process won the race: keep its model
-                raise
+        os.replace(tmp / "model", out)  # atomic: a half-built model never looks cached
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def load_eval(model_dir: str | Path) -> dict[str, Any]:
