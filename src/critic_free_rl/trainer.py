@@ -7,6 +7,7 @@ Every phase is timed under its own name and logged to TensorBoard.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -32,6 +33,7 @@ from critic_free_rl.evaluation import evaluate
 from critic_free_rl.logging.tracker import PhaseTimer, Tracker
 from critic_free_rl.models.loading import resolve_model_path
 from critic_free_rl.rewards.pipeline import RewardPipeline
+from critic_free_rl.rewards.prm_train import resolve_prm_path
 from critic_free_rl.rollout import RolloutBatch, SamplingSpec, flatten_groups, make_engine
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,9 @@ class Trainer:
             cpu_kvcache_gib=r.cpu_kvcache_gib, tensor_parallel_size=r.tensor_parallel_size,
             enforce_eager=r.enforce_eager, world_size=world.size,
         )
-        self.rewards = RewardPipeline(cfg.reward, self.tokenizer)
+        # reward.prm=embedded: the tiny PRM of the embedded task, trained once and cached
+        reward_cfg = dataclasses.replace(cfg.reward, prm=resolve_prm_path(cfg.reward, cfg.data, log.info))
+        self.rewards = RewardPipeline(reward_cfg, self.tokenizer)
         self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device)
         self.learner.tune_cpu_threads()
         self.estimator = get_estimator(cfg.algorithm.estimator)
