@@ -44,6 +44,28 @@ class WarmStartResult:
     accuracy: Optional[float]
 
 
+class CosineAdamW:
+    """The supervised recipe shared by the warm start and the embedded PRM: AdamW (weight
+    decay 0.01, betas 0.9 / 0.98), linear warm-up over the first 5% of ``steps`` then cosine
+    decay to 0, gradient norm clipped at 1."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, steps: int) -> None:
+        self.model = model
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        warm = max(1, steps // 20)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        )
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward ``loss``, clip, one optimizer and schedule step, clear the gradients."""
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
 def _encode(tok, prompt: str, solution: str) -> tuple[list[int], list[int]]:
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     s = tok(solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -89,11 +111,7 @@ def sft(
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    optimizer = CosineAdamW(model, lr, steps)
     encoded = [_encode(tok, p, s) for p, s in pairs]
     accuracy, done = None, steps
     for step in range(steps):
@@ -107,11 +125,7 @@ def sft(
             labels[i, : len(y)] = torch.tensor(y)
             attn[i, : len(x)] = 1
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer.step(loss)
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"[warmstart] step {step + 1}/{steps} loss {loss.item():.4f}", flush=True)
         if stop is not None and (step + 1) % stop.eval_every == 0:

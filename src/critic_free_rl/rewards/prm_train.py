@@ -28,7 +28,6 @@ folder. The model is cached under ``cache_root()/prm-<hash>`` like the embedded 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -360,6 +359,7 @@ def train_prm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
     import torch
     import torch.nn.functional as F
 
+    from critic_free_rl.models.warmstart import CosineAdamW
     from critic_free_rl.rewards.prm import ProcessRewardModel
 
     prm = ProcessRewardModel(str(init_dir), "token_cls", separator, device=device)
@@ -370,10 +370,7 @@ def train_prm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    optimizer = CosineAdamW(model, lr, steps)
     lengths = [len(s) for s in seqs]
     order: list[int] = []
     for step in range(steps):
@@ -401,11 +398,7 @@ def train_prm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
             aux = F.cross_entropy(model.score(hidden[keep]).float(), tok.to(dev)[keep])
             loss = loss + dense * aux
             parts.append(f"prefix-loss {aux.item():.4f}")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer.step(loss)
         if log_every and (step % log_every == 0 or step == steps - 1):
             acc = float((logits.argmax(-1) == target).float().mean())
             log(f"[train-prm] step {step + 1}/{steps} {' '.join(parts)} batch step-acc {acc:.3f}")
