@@ -140,6 +140,7 @@ def compare_command(args: list[str]) -> None:
     sweep_dir = Path(opts.runs) / f"compare-{opts.name}"
     fixed, jobs = plan(overrides, sweep_dir)
     check_fixed_overrides(sweep_dir, fixed)
+
     def one(i: int, job: Job) -> bool:
         print(f"[critic-free-rl] compare {opts.name}: run {i}/{len(jobs)}: {' '.join(job.overrides)}", flush=True)
         return run_job(job, fixed)
