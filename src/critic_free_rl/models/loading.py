@@ -73,7 +73,7 @@ def embedded_policy(mcfg: ModelConfig, dcfg: DataConfig) -> Path:
 
 def warmstart_pairs(rows: list[dict[str, str]], template: str, max_ops: int, early_answer_frac: float, seed: int) -> list[tuple[str, str]]:
     """(prompt, solution) pairs of the warm-start corpus: each row's gold solution, except
-    that a ``early_answer_frac`` share (seeded) of the rows with ``max_ops`` operations get
+    that an ``early_answer_frac`` share (seeded) of the rows with ``max_ops`` operations get
     :func:`~critic_free_rl.data.arithmetic.early_answer` instead."""
     from critic_free_rl.data.arithmetic import early_answer
 
@@ -86,6 +86,7 @@ def warmstart_pairs(rows: list[dict[str, str]], template: str, max_ops: int, ear
 
 
 def _build_policy(out: Path, parts: dict, dcfg: DataConfig) -> None:
+    """Build the policy described by ``parts`` (see :func:`embedded_policy`) into ``out``."""
     from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_split, generate_task
     from critic_free_rl.models.tiny import build_tiny_model
     from critic_free_rl.models.warmstart import StopRule, sft
