@@ -78,6 +78,9 @@ class Trainer:
         self.timer = PhaseTimer()
         self.state = RunState()
         self.model_path = resolve_model_path(cfg.model, cfg.data)
+        # reward.prm=embedded: the tiny PRM of the embedded task, trained once and cached;
+        # resolved before the rollout engine takes its memory, and failing before it loads
+        reward_cfg = dataclasses.replace(cfg.reward, prm=resolve_prm_path(cfg.reward, cfg.data, log.info))
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.model.trust_remote_code)
@@ -92,8 +95,6 @@ class Trainer:
             cpu_kvcache_gib=r.cpu_kvcache_gib, tensor_parallel_size=r.tensor_parallel_size,
             enforce_eager=r.enforce_eager, world_size=world.size,
         )
-        # reward.prm=embedded: the tiny PRM of the embedded task, trained once and cached
-        reward_cfg = dataclasses.replace(cfg.reward, prm=resolve_prm_path(cfg.reward, cfg.data, log.info))
         self.rewards = RewardPipeline(reward_cfg, self.tokenizer)
         self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device)
         self.learner.tune_cpu_threads()

@@ -6,9 +6,9 @@ solution tokens only (prompt tokens masked), plus EOS after the solution.
 
 SFT accuracy on the embedded task does not rise smoothly: it sits near zero, then climbs
 from ~10% to ~80% within a couple of hundred steps, at a step that moves with the data
-order. A fixed step count therefore lands anywhere on that climb. With ``stop_at`` the
-run instead checks greedy accuracy on a validation split every ``eval_every`` steps and
-stops at the first check that reaches it, so the policy handed to RL starts inside a
+order. A fixed step count therefore lands anywhere on that climb. With a :class:`StopRule`
+the run instead checks greedy accuracy on a validation split every ``eval_every`` steps
+and stops at the first check that reaches the rule's accuracy, so the policy handed to RL starts inside a
 known accuracy band whatever the seed.
 """
 from __future__ import annotations

@@ -467,16 +467,16 @@ def embedded_prm(dcfg: DataConfig, separator: str = SEPARATOR, arch: Optional[di
     out = cache_root() / f"prm-{_key(parts)}"
     with cache_lock(out):  # concurrent runs (a parallel compare) train it once
         if not (out / "config.json").is_file():
-            _build_prm(out, parts, dcfg, separator, t, device, log)
+            _build_prm(out, parts, dcfg, device, log)
     return out
 
 
-def _build_prm(out: Path, parts: dict, dcfg: DataConfig, separator: str, t: dict, device: str,
-               log: Callable[[str], None]) -> None:
+def _build_prm(out: Path, parts: dict, dcfg: DataConfig, device: str, log: Callable[[str], None]) -> None:
+    """Train, evaluate and save the PRM described by ``parts`` (see :func:`embedded_prm`) into ``out``."""
     from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_task
     from critic_free_rl.models.tiny import build_tiny_model
 
-    arch = parts["arch"]
+    arch, t, separator = parts["arch"], parts["train"], parts["separator"]
     started = time.monotonic()
     seed = int(t["seed"])
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
