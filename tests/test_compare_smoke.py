@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from critic_free_rl.report.compare import DEFAULT_AXES, plan, split_args
+from critic_free_rl.report.compare import DEFAULT_AXES, DEFAULT_SETTINGS, plan, split_args
 
 FAST = ["trainer=torch", "trainer.total_steps=2", "trainer.eval_every=0", "eval.num_samples=0", "eval.max_new_tokens=16",
         "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16", "data.max_test_rows=8", "data.num_train=64"]
@@ -41,10 +41,13 @@ def test_compare_runs_reports_and_resumes(tiny_model_dir, tmp_path, cache_dir):
 
 def test_plan_axes_and_run_dirs(tmp_path):
     fixed, jobs = plan([], tmp_path)
-    assert fixed == [] and len(jobs) == 3 * 5 * 2 and len({j.run_dir for j in jobs}) == len(jobs)
+    assert fixed == list(DEFAULT_SETTINGS) and len(jobs) == 3 * 5 * 2 and len({j.run_dir for j in jobs}) == len(jobs)
     assert set(DEFAULT_AXES) == {"algorithm", "reward", "trainer.seed"}
-    fixed, jobs = plan(["algorithm=grpo,rloo", "reward=success", "algorithm.kl_coef=0.01,0.1", "model.name_or_path=/m/x"], tmp_path)
-    assert fixed == ["model.name_or_path=/m/x"]  # plain overrides stay out of the run directory names
+    assert [j.overrides[0] for j in jobs[:10]] == ["algorithm=ppo"] * 10  # the slowest runs start first
+    fixed, jobs = plan(["algorithm=grpo,rloo", "reward=success", "algorithm.kl_coef=0.01,0.1", "model.name_or_path=/m/x",
+                        "trainer.total_steps=100"], tmp_path)
+    # plain overrides stay out of the run directory names; one for a default setting replaces it
+    assert fixed == ["trainer.eval_every=25", "model.name_or_path=/m/x", "trainer.total_steps=100"]
     assert len(jobs) == 2 * 2 * 2
     assert tmp_path / "grpo-success-s0-algorithm.kl_coef_0.01" in {j.run_dir for j in jobs}
 

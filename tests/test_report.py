@@ -30,8 +30,8 @@ def make_run(root: Path, algorithm: str, seed: int, final: dict[str, float], wal
     (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
     with SummaryWriter(str(run)) as w:
         for step in (1, 2, 3):
-            for tag in ("reward/success_mean", "reward/dense_mean", "reward/kl_mean", "response/length_tokens",
-                        "reward/steps_per_response", "reward/repeated_step_frac"):
+            for tag in ("reward/success_mean", "reward/dense_mean", "reward/kl_mean", "reward/prm_mean", "response/length_tokens",
+                        "reward/steps_per_response", "reward/repeated_step_frac", "response/truncated_frac"):
                 w.add_scalar(tag, final[tag] if step == 3 and tag in final else 0.1 * step + seed, step)
         for step, scale in ((0, 0.5), (3, 1.0)):
             w.add_scalar("eval/greedy_accuracy", scale * final["eval/greedy_accuracy"], step)
@@ -61,16 +61,20 @@ def test_table_equals_logged_values(runs, tmp_path):
     rows = dict((g.label, stats) for g, stats in summary_rows(groups))
     col = {c.key: i for i, c in enumerate(COLUMNS)}
     grpo, rloo = rows["grpo-success"], rows["rloo-success"]
+    def tail(final: float, seed: int) -> float:  # training-batch columns: mean of the 3 logged steps
+        return (0.1 + seed + 0.2 + seed + final) / 3
+
     for key, values in {"eval/greedy_accuracy": [0.5, 0.7], "eval/sampling_accuracy": [0.25, 0.35],
-                        "response/length_tokens": [40.0, 60.0], "reward/steps_per_response": [4.0, 6.0],
-                        "reward/repeated_step_frac": [0.25, 0.25], "wall_seconds": [10.0, 14.0]}.items():
+                        "response/length_tokens": [tail(40.0, 0), tail(60.0, 1)],
+                        "reward/steps_per_response": [tail(4.0, 0), tail(6.0, 1)],
+                        "reward/repeated_step_frac": [tail(0.25, 0), tail(0.25, 1)], "wall_seconds": [10.0, 14.0]}.items():
         stat = grpo[col[key]]
         assert stat.n == 2
         assert stat.mean == pytest.approx(np.mean(values), rel=1e-6)
         assert stat.spread == pytest.approx(np.std(values, ddof=1), rel=1e-6, abs=1e-7)
     assert rloo[col["eval/greedy_accuracy"]].mean == pytest.approx(0.25) and rloo[col["eval/greedy_accuracy"]].n == 1
     text = report.read_text()
-    assert "| `grpo-success` | 2 | 0.600 ± 0.141 | 0.300 ± 0.071 | 5.00 ± 1.41 | 50.0 ± 14.1 | 0.250 ± 0.000 | 12 ± 3 |" in text
+    assert "| `grpo-success` | 2 | 0.600 ± 0.141 | 0.300 ± 0.071 | 2.10 ± 0.94 | 17.1 ± 5.2 | 0.517 ± 0.471 | 0.700 ± 0.707 | 12 ± 3 |" in text
     assert "| `rloo-success` | 1 | 0.250 ± 0.000 |" in text
     assert "1 run(s) have not finished" in text  # the rloo run has no summary.json
 

@@ -35,10 +35,10 @@ class Run:
         """Training wall time: ``summary.json`` once finished, the event time span before."""
         return float(self.summary["wall_seconds"]) if self.summary else self.event_seconds
 
-    def last(self, tag: str) -> Optional[float]:
-        """Value of ``tag`` at its last logged step (None if never logged)."""
-        points = self.scalars.get(tag)
-        return points[-1][1] if points else None
+    def tail_mean(self, tag: str, last_n: int = 1) -> Optional[float]:
+        """Mean of ``tag`` over its last ``last_n`` logged steps (None if never logged)."""
+        points = self.scalars.get(tag, [])[-last_n:]
+        return sum(v for _, v in points) / len(points) if points else None
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -40,9 +40,18 @@ class Group:
     label: str
     runs: list[Run]
 
-    def finals(self, tag: str) -> list[float]:
-        """Last logged value of ``tag`` in each run that logged it."""
-        return [v for v in (r.last(tag) for r in self.runs) if v is not None]
+    @property
+    def algorithm(self) -> str:
+        return str(self.runs[0].config.get("algorithm.name", "?"))
+
+    @property
+    def variant(self) -> str:
+        """The label without its algorithm: the reward shape and any extra setting."""
+        return self.label.removeprefix(f"{self.algorithm}-")
+
+    def finals(self, tag: str, last_n: int = 1) -> list[float]:
+        """Per run that logged ``tag``: the mean of its last ``last_n`` logged values."""
+        return [v for v in (r.tail_mean(tag, last_n) for r in self.runs) if v is not None]
 
     def curve(self, tag: str) -> Optional[Curve]:
         """Per-step mean / min / max of ``tag`` over the runs that logged that step."""

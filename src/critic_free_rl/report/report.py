@@ -14,15 +14,16 @@ from pathlib import Path
 from critic_free_rl.report.events import Run, find_run_dirs, load_run
 from critic_free_rl.report.groups import Group, group_runs
 from critic_free_rl.report.plots import plot_curves
-from critic_free_rl.report.tables import markdown_table
+from critic_free_rl.report.tables import TAIL_STEPS, markdown_table
 from critic_free_rl.report.tensorboard_view import write_tensorboard_view
 
 TABLE_NOTE = (
-    "Each value is the run's value at its last logged step (the final evaluation for the "
-    "held-out accuracies, the last training batch for steps / response, length and the "
-    "repeated-step fraction, which counts steps that repeat an earlier step of the same "
-    "response); mean ± sample standard deviation over seeds. Wall time is the training "
-    "run's wall-clock time (`summary.json`; for an unfinished run, the span of its logged events)."
+    "Held-out accuracies are each run's final evaluation; steps / response, length, the "
+    "repeated-step fraction (steps that repeat an earlier step of the same response) and the "
+    "share of responses cut at the token limit (no final answer) are the "
+    f"mean over each run's last {TAIL_STEPS} training batches. Mean ± sample standard deviation "
+    "over seeds. Wall time is the training run's wall-clock time (`summary.json`; for an "
+    "unfinished run, the span of its logged events)."
 )
 
 

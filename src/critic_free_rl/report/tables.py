@@ -1,8 +1,10 @@
 """The comparison table: final metrics per configuration, mean ± spread over seeds.
 
-Every metric is a run's value at its last logged step (the final evaluation for the
-accuracies, the last training step for the others); the spread is the sample standard
-deviation over seeds (0 for a single seed).
+Held-out accuracies are a run's final evaluation. Training-batch metrics (steps per
+response, length, repeated steps, responses cut at the token limit) are the mean over a run's last :data:`TAIL_STEPS`
+steps: one batch holds 16 prompts, whose mix of short and long problems moves these
+numbers more than a policy does from one step to the next. The spread is the sample
+standard deviation over seeds (0 for a single seed).
 """
 from __future__ import annotations
 
@@ -14,23 +16,28 @@ import numpy as np
 from critic_free_rl.report.groups import Group
 
 WALL_TIME = "wall_seconds"
+#: training steps averaged for the training-batch columns
+TAIL_STEPS = 10
 
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: a TensorBoard tag (or :data:`WALL_TIME`), header and number format."""
+    """A table column: a TensorBoard tag (or :data:`WALL_TIME`), header, number format, and
+    how many last logged values of a run it averages."""
 
     key: str
     header: str
     fmt: str
+    last_n: int = 1
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("eval/greedy_accuracy", "greedy acc.", "{:.3f}"),
     Column("eval/sampling_accuracy", "sampling acc.", "{:.3f}"),
-    Column("reward/steps_per_response", "steps / response", "{:.2f}"),
-    Column("response/length_tokens", "length (tokens)", "{:.1f}"),
-    Column("reward/repeated_step_frac", "repeated-step frac.", "{:.3f}"),
+    Column("reward/steps_per_response", "steps / response", "{:.2f}", TAIL_STEPS),
+    Column("response/length_tokens", "length (tokens)", "{:.1f}", TAIL_STEPS),
+    Column("reward/repeated_step_frac", "repeated-step frac.", "{:.3f}", TAIL_STEPS),
+    Column("response/truncated_frac", "cut at token limit", "{:.3f}", TAIL_STEPS),
     Column(WALL_TIME, "wall time (s)", "{:.0f}"),
 )
 
@@ -58,7 +65,7 @@ def column_values(group: Group, column: Column) -> list[float]:
     """The per-run values of ``column`` in ``group``."""
     if column.key == WALL_TIME:
         return [r.wall_seconds for r in group.runs]
-    return group.finals(column.key)
+    return group.finals(column.key, column.last_n)
 
 
 def summary_rows(groups: list[Group]) -> list[tuple[Group, list[Optional[Stat]]]]:
