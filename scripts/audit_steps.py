@@ -41,27 +41,29 @@ def _structured(cls, yaml_file: Path):
 
 def audit_policy(path: str, examples, prm, samples: int, max_new_tokens: int, seed: int) -> dict[str, float]:
     """The module docstring's figures for the policy in ``path`` on ``examples``."""
-    from critic_free_rl.rewards.prm_train import label_steps, parse_problem
-    from critic_free_rl.rewards.steps import split_steps
     from critic_free_rl.rollout.base import SamplingSpec
     from critic_free_rl.rollout.hf_engine import HFEngine
 
     engine = HFEngine(path, seed=seed)
     groups = engine.generate([e.prompt for e in examples], SamplingSpec(n=samples, max_new_tokens=max_new_tokens, seed=seed))
     engine.close()
-    prompts, steps, refs = [], [], []
-    for e, group in zip(examples, groups):
-        for c in group:
-            prompts.append(e.prompt)
-            steps.append([s.text.strip() for s in split_steps(c.text, "line")])
-            refs.append(e.reference)
+    rows = [(e.prompt, c.text, e.reference) for e, group in zip(examples, groups) for c in group]
+    return audit_completions(*map(list, zip(*rows)), prm)
+
+
+def audit_completions(prompts: list[str], completions: list[str], references: list[str], prm) -> dict[str, float]:
+    """The module docstring's figures for ``completions`` of embedded-task ``prompts``
+    (one each), ``prm`` a :class:`~critic_free_rl.rewards.prm.ProcessRewardModel`."""
+    from critic_free_rl.rewards.prm_train import label_steps, parse_problem
+    from critic_free_rl.rewards.steps import split_steps
+
+    steps = [[s.text.strip() for s in split_steps(text, "line")] for text in completions]
     scores = prm.score(prompts, steps)
-    n = defaultdict(float)
-    for prompt, sample, ref, score in zip(prompts, steps, refs, scores):
+    n: dict[str, float] = defaultdict(float)
+    for prompt, sample, ref, score in zip(prompts, steps, references, scores):
         labels = label_steps(prompt, sample)
         needed = len(parse_problem(prompt).ops) + 1
         boxed = _BOXED.findall(sample[-1]) if sample else []
-        n["completions"] += 1
         n["success"] += bool(boxed) and boxed[-1] == ref.strip()
         n["steps"] += len(sample)
         n["extra_steps"] += max(len(sample) - needed, 0)
@@ -69,12 +71,12 @@ def audit_policy(path: str, examples, prm, samples: int, max_new_tokens: int, se
         n["redundant"] += max(labels.count(True) - needed, 0)
         n["prm_wrong_sum"] += sum(s for s, ok in zip(score, labels) if not ok)
         n["prm_good_sum"] += sum(s for s, ok in zip(score, labels) if ok)
-    good = n["steps"] - n["wrong"]
+    total, good = len(completions), n["steps"] - n["wrong"]
     return {
-        "completions": int(n["completions"]),
-        "success": n["success"] / n["completions"],
-        "steps": n["steps"] / n["completions"],
-        "extra_steps": n["extra_steps"] / n["completions"],
+        "completions": total,
+        "success": n["success"] / total,
+        "steps": n["steps"] / total,
+        "extra_steps": n["extra_steps"] / total,
         "wrong_frac": n["wrong"] / max(n["steps"], 1),
         "redundant_frac": n["redundant"] / max(n["steps"], 1),
         "prm_on_wrong": n["prm_wrong_sum"] / n["wrong"] if n["wrong"] else float("nan"),
