@@ -25,18 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-_BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
-
-
-def _structured(cls, yaml_file: Path):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.load(yaml_file)))
 
 
 def audit_policy(path: str, examples, prm, samples: int, max_new_tokens: int, seed: int) -> dict[str, float]:
@@ -54,6 +46,7 @@ def audit_policy(path: str, examples, prm, samples: int, max_new_tokens: int, se
 def audit_completions(prompts: list[str], completions: list[str], references: list[str], prm) -> dict[str, float]:
     """The module docstring's figures for ``completions`` of embedded-task ``prompts``
     (one each), ``prm`` a :class:`~critic_free_rl.rewards.prm.ProcessRewardModel`."""
+    from critic_free_rl.models.warmstart import last_boxed_is
     from critic_free_rl.rewards.prm_train import label_steps, parse_problem
     from critic_free_rl.rewards.steps import split_steps
 
@@ -63,8 +56,7 @@ def audit_completions(prompts: list[str], completions: list[str], references: li
     for prompt, sample, ref, score in zip(prompts, steps, references, scores):
         labels = label_steps(prompt, sample)
         needed = len(parse_problem(prompt).ops) + 1
-        boxed = _BOXED.findall(sample[-1]) if sample else []
-        n["success"] += bool(boxed) and boxed[-1] == ref.strip()
+        n["success"] += bool(sample) and last_boxed_is(sample[-1], ref)
         n["steps"] += len(sample)
         n["extra_steps"] += max(len(sample) - needed, 0)
         n["wrong"] += labels.count(False)
@@ -87,7 +79,7 @@ def audit_completions(prompts: list[str], completions: list[str], references: li
 def main() -> None:
     import torch
 
-    from critic_free_rl.config.schema import DataConfig, ModelConfig, RewardConfig
+    from critic_free_rl.config.schema import DataConfig, ModelConfig, RewardConfig, load_structured
     from critic_free_rl.data.datasets import load_examples
     from critic_free_rl.models.loading import resolve_model_path
     from critic_free_rl.report.events import find_run_dirs, load_run
@@ -104,11 +96,11 @@ def main() -> None:
     ns = parser.parse_args()
     torch.set_num_threads(1)
 
-    data = _structured(DataConfig, CONFIGS / "data" / "embedded.yaml")
+    data = load_structured(DataConfig, CONFIGS / "data" / "embedded.yaml")
     examples = load_examples(data, data.test_split)
-    reward = _structured(RewardConfig, CONFIGS / "reward" / "pr.yaml")
+    reward = load_structured(RewardConfig, CONFIGS / "reward" / "pr.yaml")
     prm = ProcessRewardModel(resolve_prm_path(reward, data), reward.prm_kind, reward.prm_separator)
-    start = str(resolve_model_path(_structured(ModelConfig, CONFIGS / "model" / "tiny.yaml"), data))
+    start = str(resolve_model_path(load_structured(ModelConfig, CONFIGS / "model" / "tiny.yaml"), data))
 
     policies: dict[str, list[str]] = {"warm start": [start]}
     for group in group_runs([load_run(p) for p in find_run_dirs(ns.run_dirs)]):

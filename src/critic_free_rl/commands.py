@@ -27,14 +27,12 @@ def to_train_config(cfg):
 
 def load_run_config(run_dir: Path):
     """The resolved TrainConfig a run directory was started with (``config.yaml``)."""
-    from omegaconf import OmegaConf
-
-    from critic_free_rl.config.schema import TrainConfig
+    from critic_free_rl.config.schema import TrainConfig, load_structured
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a run directory of critic-free-rl (no config.yaml)")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path)))
+    return load_structured(TrainConfig, path)
 
 
 def _hydra_output_dir() -> Path:

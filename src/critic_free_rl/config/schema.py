@@ -8,9 +8,18 @@ live in :func:`critic_free_rl.config.validate.validate`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, TypeVar
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+T = TypeVar("T")
+
+
+def load_structured(cls: type[T], path: str | Path) -> T:
+    """The YAML file ``path`` merged onto the defaults of dataclass ``cls`` (unknown keys and
+    wrong types fail naming the key), as an instance of ``cls``."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.load(path)))
 
 
 @dataclass

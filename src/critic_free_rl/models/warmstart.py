@@ -66,6 +66,13 @@ class CosineAdamW:
         self.opt.zero_grad(set_to_none=True)
 
 
+def last_boxed_is(text: str, answer: str) -> bool:
+    """Whether the last ``\\boxed{n}`` in ``text`` is the integer ``answer`` (the embedded
+    task's answers; a regex, never an evaluation of the text)."""
+    found = _BOXED.findall(text)
+    return bool(found) and found[-1] == answer.strip()
+
+
 def _encode(tok, prompt: str, solution: str) -> tuple[list[int], list[int]]:
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     s = tok(solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -85,8 +92,7 @@ def greedy_accuracy(model, tok, problems: list[tuple[str, str]], max_new_tokens:
         enc = tok([p for p, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         for text, (_, answer) in zip(tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True), chunk):
-            found = _BOXED.findall(text)
-            hits += bool(found) and found[-1] == answer
+            hits += last_boxed_is(text, answer)
     tok.padding_side = side
     model.train(was_training)
     return hits / max(1, len(problems))

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from critic_free_rl.config.schema import DataConfig, TrainConfig
+from critic_free_rl.config.schema import DataConfig, TrainConfig, load_structured
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -32,8 +32,6 @@ def dataset_config(name: str, cfg: TrainConfig) -> DataConfig:
     otherwise ``configs/data/<name>.yaml``; then ``eval.data_root`` / ``eval.max_examples``."""
     from dataclasses import replace
 
-    from omegaconf import OmegaConf
-
     from critic_free_rl.cli import config_dir
 
     if name == cfg.data.name:
@@ -43,7 +41,7 @@ def dataset_config(name: str, cfg: TrainConfig) -> DataConfig:
         if not path.is_file():
             known = sorted(p.stem for p in path.parent.glob("*.yaml"))
             raise ValueError(f"eval.datasets: unknown dataset {name!r}; known: {known}")
-        dc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(path)))
+        dc = load_structured(DataConfig, path)
     local = Path(cfg.eval.data_root or "", name)
     if cfg.eval.data_root and local.is_dir():
         dc = replace(dc, path=str(local))

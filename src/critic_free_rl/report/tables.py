@@ -1,9 +1,9 @@
 """The comparison table: final metrics per configuration, mean ± spread over seeds.
 
 Held-out accuracies are a run's final evaluation. Training-batch metrics (steps per
-response, length, repeated steps, responses cut at the token limit) are the mean over a run's last :data:`TAIL_STEPS`
-steps: one batch holds 16 prompts, whose mix of short and long problems moves these
-numbers more than a policy does from one step to the next. The spread is the sample
+response, length, repeated steps, responses cut at the token limit) are the mean over a
+run's last :data:`TAIL_STEPS` steps: one batch holds 16 prompts, whose mix of short and
+long problems moves these numbers more than a policy does from one step to the next. The spread is the sample
 standard deviation over seeds (0 for a single seed).
 """
 from __future__ import annotations
