@@ -13,7 +13,8 @@ hits all of them alike. Identical work: the same randomly initialised model (sam
 weights for every trainer), the embedded task's prompts in the order our trainer
 draws them, group size 8, 16 prompts per step, temperature 1, fp32, k3 KL (coefficient
 0.05) against a frozen reference, the success reward (math-verify worker pool), one
-optimizer step per rollout batch in micro-batches of 64. ``tiny``: the embedded policy's
+optimizer step per rollout batch, in micro-batches of the rows ours picks on its own
+(``trainer.cpu_micro_batch_tokens`` on CPU; ``--micro`` sets them). ``tiny``: the embedded policy's
 architecture, at most 64 new tokens; ``mid``: a ~25M-parameter Qwen2 (hidden 512, 8
 layers), exactly 128 new tokens (EOS ignored).
 
@@ -21,11 +22,10 @@ layers), exactly 128 new tokens (EOS ignored).
 default threads) plus a bare forward + backward of the HF model over the generated
 tokens (same micro-batches, right-padded rows without an attention mask).
 
-Ours runs with its defaults, which on CPU include one intra-op thread while vLLM decodes
-(``CFRL_GENERATE_THREADS``) and one for the whole process when the policy is small
-(< 8M parameters, ``CFRL_CPU_THREADS``): on a 2-core machine shared with other jobs,
-multi-threaded small ops stall on OpenMP barriers. TRL and the floor keep torch's /
-vLLM's defaults. Step times are wall seconds minus the seconds the worker process was
+Ours runs with its defaults, which on CPU include one intra-op thread for the whole
+process when the policy is small (< 8M parameters, ``CFRL_CPU_THREADS``): on a 2-core
+machine shared with other jobs, multi-threaded small ops stall on OpenMP barriers. TRL
+and the floor keep torch's / vLLM's defaults. Step times are wall seconds minus the seconds the worker process was
 stopped (a load governor here SIGSTOPs busy processes; see ``StallClock``).
 
 TRL's vLLM colocate mode needs one shim with vLLM 0.32 (TRL 1.16 supports <= 0.31): its
@@ -123,13 +123,14 @@ class Worker:
                 return json.loads(line[8:])
             self.log.write(line)
 
-    def wait_ready(self) -> bool:
+    def wait_ready(self) -> dict:
+        """The worker's ``ready`` message ({} when it failed to start)."""
         msg = self.read()
         self.result.startup_s = time.perf_counter() - self.t0
         if msg.get("event") != "ready":
             self.result.error = msg.get("message", str(msg))
-            return False
-        return True
+            return {}
+        return msg
 
     def step(self) -> Optional[dict]:
         if self.result.error:
@@ -209,26 +210,32 @@ def run_size(size: str, args, log_root: Path) -> dict[str, WorkerResult]:
           f"{' (EOS ignored)' if ignore_eos else ' at most'}, rollout engine {engine}, trainers {', '.join(trainers)}", flush=True)
     env = worker_env(args)
     results: dict[str, list[WorkerResult]] = {t: [] for t in trainers}
+    # rows per micro-batch for every trainer: --micro, else what ours picks (it starts first)
+    micro = {"rows": args.micro or (8 if args.gpu else 64), "from_ours": not args.micro}
     for rep in range(args.repeats):
         log_dir = log_root / f"{size}-r{rep}"
         log_dir.mkdir(parents=True, exist_ok=True)
         groups = [[t] for t in trainers] if args.sequential else [trainers]
         for group in groups:
-            _run_group(group, size, args, model, max_new, ignore_eos, dtype, engine, total, log_dir, env, results)
+            _run_group(group, size, args, model, max_new, ignore_eos, dtype, engine, total, log_dir, env, results, micro)
+    print(f"  micro-batches of {micro['rows']} rows for every trainer{' (as ours sized them)' if micro['from_ours'] and 'ours' in trainers else ''}", flush=True)
     return _merge(results)
 
 
 def _run_group(trainers: list[str], size: str, args, model, max_new: int, ignore_eos: bool, dtype: str, engine: str,
-               total: int, log_dir: Path, env: dict, results: dict[str, list[WorkerResult]]) -> None:
-    """Start the workers of ``trainers`` (all resident at once) and interleave their steps."""
+               total: int, log_dir: Path, env: dict, results: dict[str, list[WorkerResult]], micro: dict) -> None:
+    """Start the workers of ``trainers`` (all resident at once) and interleave their steps.
+    ``micro['rows']``: rows per micro-batch; ours' ``ready`` message sets it when ``micro['from_ours']``."""
     workers: list[Worker] = []
-    for t in trainers:  # start one at a time: start-up is not timed, but it is heavy
+    for t in trainers:  # start one at a time (ours first): start-up is not timed, but it is heavy
         spec = dict(kind=t, model=str(model), max_new_tokens=max_new, ignore_eos=ignore_eos, total_steps=total + 1,
-                    dtype=dtype, engine=engine, backend=args.backend, micro_batch_size=args.micro or (8 if args.gpu else 64), run_dir=str(log_dir / f"run-{t}"),
-                    threads=args.threads, overrides=list(args.override))
+                    dtype=dtype, engine=engine, backend=args.backend, micro_batch_size=micro["rows"], run_dir=str(log_dir / f"run-{t}"),
+                    threads=args.threads, overrides=list(args.override) + (["trainer.cpu_micro_batch_tokens=0"] if args.micro else []))
         w = Worker(t, spec, log_dir, env)
-        ok = w.wait_ready()
-        print(f"  [{t}] {'ready' if ok else 'FAILED: ' + str(w.result.error)} after {w.result.startup_s:.0f} s", flush=True)
+        ready = w.wait_ready()
+        if t == "ours" and micro["from_ours"] and "micro_batch_size" in ready:
+            micro["rows"] = int(ready["micro_batch_size"])
+        print(f"  [{t}] {'ready' if ready else 'FAILED: ' + str(w.result.error)} after {w.result.startup_s:.0f} s", flush=True)
         workers.append(w)
     live = [w for w in workers if not w.result.error]
     for k in range(total):
@@ -318,7 +325,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (default: tiny 2, mid 1, gpu 1)")
     ap.add_argument("--repeats", type=int, default=1, help="fresh sets of workers; medians across them")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="override the size's token budget")
-    ap.add_argument("--micro", type=int, default=0, help="micro-batch size of every trainer (default: 64 on CPU, 8 in GPU mode)")
+    ap.add_argument("--micro", type=int, default=0, help="rows per micro-batch of every trainer (default: those ours picks; without ours 64 on CPU, 8 in GPU mode)")
     ap.add_argument("--backend", default="deepspeed", choices=["deepspeed", "torch"], help="ours: trainer.backend")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0: default)")
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for ours (repeatable)")

@@ -75,7 +75,7 @@ def test_vllm_logprobs_match_learner(setup, tiny_model_dir):
     learner, engine, _ = setup
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     engine.sync_weights(learner.full_weights())
-    groups = engine.generate(PROMPTS, SamplingSpec(n=2, max_new_tokens=10, temperature=1.0, seed=3))
+    groups = engine.generate(PROMPTS, SamplingSpec(n=2, max_new_tokens=10, temperature=1.0, seed=3, logprobs=True))
     prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS for _ in range(2)]
     comps = [c for g in groups for c in g]
     packed = pack(prompt_ids, [c.token_ids for c in comps], tok.pad_token_id)
@@ -83,3 +83,15 @@ def test_vllm_logprobs_match_learner(setup, tiny_model_dir):
     for i, c in enumerate(comps):
         n = len(c.token_ids)
         assert torch.allclose(ours[i, :n], torch.tensor(c.logprobs), atol=1e-3)
+
+
+def test_released_kv_cache_comes_back_for_the_next_generate(setup):
+    """``release_memory`` frees the KV cache's storage; the next ``generate`` re-allocates it
+    and samples exactly what it did before (greedy, same weights)."""
+    _, engine, _ = setup
+    spec = SamplingSpec(n=1, max_new_tokens=16, temperature=0.0, ignore_eos=True)
+    before = [g[0].token_ids for g in engine.generate(PROMPTS, spec)]
+    engine.release_memory()
+    assert engine._released and all(s.nbytes() == 0 for s, _ in engine._released)
+    assert [g[0].token_ids for g in engine.generate(PROMPTS, spec)] == before
+    assert not engine._released and all(t.untyped_storage().nbytes() > 0 for t in engine._model_runner().kv_caches)

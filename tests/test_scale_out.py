@@ -156,6 +156,7 @@ def test_launcher_command_lines(tmp_path):
         (["rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size=2 must divide trainer.num_ranks=1"),
         (["model.lora_rank=8", "trainer.ref_device=cpu"], "has no effect with LoRA"),
         (["trainer.checkpoint_every=-1"], "trainer.checkpoint_every=-1 must be >= 0"),
+        (["trainer.cpu_micro_batch_tokens=-1"], "trainer.cpu_micro_batch_tokens=-1 must be >= 0"),
     ],
 )
 def test_scale_out_settings_fail_fast(overrides, expected):
@@ -165,7 +166,8 @@ def test_scale_out_settings_fail_fast(overrides, expected):
 
 @pytest.mark.parametrize("backend", ["torch", "deepspeed"])
 def test_gradient_accumulation_gives_the_same_update(tiny_model_dir, backend):
-    """8 samples per rank as 1 micro-batch, as 4 (micro_batch_size=2) or as grad_accum_steps=2:
+    """8 samples per rank as 1 micro-batch, as 4 (micro_batch_size=2), as grad_accum_steps=2 or
+    as 3, 3 and 2 rows (cpu_micro_batch_tokens=40 over rows of up to 13 tokens):
     the same accumulated gradient (its global norm, before clipping) and the same loss, since
     each micro-batch's loss is weighted by its share of the minibatch. (Weights after one
     Adam step are not compared: Adam's first step is ~lr * sign(grad), ill-conditioned
@@ -183,11 +185,45 @@ def test_gradient_accumulation_gives_the_same_update(tiny_model_dir, backend):
     adv = torch.randn(packed.response_mask.shape, generator=g) * packed.response_mask
     algo = AlgorithmConfig(name="grpo", estimator="grpo", kl_coef=0.0, kl_in="none", entropy_coef=0.01)
     results = []
-    for micro, accum in ((8, 1), (2, 1), (8, 2)):
-        t = TrainerConfig(backend=backend, zero_stage=2, lr=1e-2, micro_batch_size=micro, grad_accum_steps=accum, max_grad_norm=1e9)
-        learner = Learner(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir)), t, algo, 8, world.device)
-        assert learner.gas == {(8, 1): 1, (2, 1): 4, (8, 2): 2}[(micro, accum)]
+    longest = max(len(p) + len(r) for p, r in zip(prompts, resp))
+    assert longest <= 13
+    for micro, accum, tokens, gas in ((8, 1, 0, 1), (2, 1, 0, 4), (8, 2, 0, 2), (8, 1, 40, 3), (8, 1, 13 * 8, 1)):
+        t = TrainerConfig(backend=backend, zero_stage=2, lr=1e-2, micro_batch_size=micro, grad_accum_steps=accum, max_grad_norm=1e9,
+                          cpu_micro_batch_tokens=tokens)
+        learner = Learner(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir)), t, algo, 8, world.device, max_row_tokens=13)
+        assert (learner.gas, learner.micro) == (gas, -(-8 // gas))
         results.append(learner.update(UpdateInputs(packed, adv, adv, None, None, None, packed.response_mask), torch.Generator().manual_seed(0)))
     assert results[0]["grad_norm"] > 0
     for other in results[1:]:
         assert other["grad_norm"] == pytest.approx(results[0]["grad_norm"], rel=1e-5)
+
+
+def test_one_fp32_rank_runs_without_zero_partitioning():
+    """ZeRO-1/2 on one rank partition nothing: one fp32 rank without offload runs stage 0."""
+    from critic_free_rl.backends.learner import zero_stage
+    from critic_free_rl.config.schema import TrainerConfig
+
+    assert zero_stage(TrainerConfig(zero_stage=2), 1, bf16=False) == 0
+    assert zero_stage(TrainerConfig(zero_stage=1), 1, bf16=False) == 0
+    assert zero_stage(TrainerConfig(zero_stage=2), 2, bf16=False) == 2
+    assert zero_stage(TrainerConfig(zero_stage=2), 1, bf16=True) == 2
+    assert zero_stage(TrainerConfig(zero_stage=2, offload_optimizer=True), 1, bf16=False) == 2
+    assert zero_stage(TrainerConfig(zero_stage=3), 1, bf16=False) == 3
+
+
+def test_guarded_step_clips_records_the_norm_and_skips_nonfinite():
+    """Where nothing else clips, the guarded optimizer step clips to max_grad_norm, keeps the
+    norm before clipping (DeepSpeed reads it) and skips a step with a non-finite gradient."""
+    from critic_free_rl.backends.learner import _guard_step
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=1.0)
+    state: dict = {}
+    _guard_step(opt, state, max_grad_norm=1.0)
+    w.grad = torch.tensor([3.0, 4.0])  # norm 5 -> clipped to 1
+    opt.step()
+    assert opt._global_grad_norm == pytest.approx(5.0) and not state["skipped"]
+    assert torch.allclose(w.detach(), torch.tensor([-0.6, -0.8]))
+    w.grad = torch.tensor([float("nan"), 1.0])
+    opt.step()
+    assert state["skipped"] and torch.allclose(w.detach(), torch.tensor([-0.6, -0.8]))

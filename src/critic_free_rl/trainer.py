@@ -87,6 +87,7 @@ class Trainer:
         if cfg.model.use_chat_template:
             self.train_examples = apply_chat_template(self.train_examples, self.tokenizer, cfg.model.system_prompt)
             self.test_examples = apply_chat_template(self.test_examples, self.tokenizer, cfg.model.system_prompt)
+        self.longest_prompt = max(len(self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) for e in self.train_examples + self.test_examples)
         r = cfg.rollout
         self.prompts_per_rank = r.prompts_per_step // world.size
         self.engine = make_engine(
@@ -96,15 +97,15 @@ class Trainer:
             enforce_eager=r.enforce_eager, world_size=world.size,
         )
         self.rewards = RewardPipeline(reward_cfg, self.tokenizer)
-        self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device)
+        self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device,
+                               max_row_tokens=self.longest_prompt + r.max_new_tokens)
         self.learner.tune_cpu_threads()
         self.estimator = get_estimator(cfg.algorithm.estimator)
         self.gen = torch.Generator().manual_seed(t.seed)
         self._order: list[int] = []
 
     def _max_model_len(self) -> int:
-        longest = max(len(self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) for e in self.train_examples + self.test_examples)
-        return longest + max(self.cfg.rollout.max_new_tokens, self.cfg.eval.max_new_tokens) + 8
+        return self.longest_prompt + max(self.cfg.rollout.max_new_tokens, self.cfg.eval.max_new_tokens) + 8
 
     # ------------------------------------------------------------------ data
     def _step_prompts(self, step: int) -> list[Example]:
@@ -123,15 +124,27 @@ class Trainer:
     def rollout(self, step: int) -> RolloutBatch:
         r = self.cfg.rollout
         examples = self._step_prompts(step)
-        spec = SamplingSpec(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, ignore_eos=r.ignore_eos, seed=(r.seed * 1_000_003 + step * self.world.size + self.world.rank))
+        spec = SamplingSpec(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, ignore_eos=r.ignore_eos,
+                            seed=(r.seed * 1_000_003 + step * self.world.size + self.world.rank), logprobs=self._old_from_engine())
         groups = self.engine.generate([e.prompt for e in examples], spec)
         prompt_ids = [self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"] for e in examples]
         return flatten_groups(examples, groups, prompt_ids)
 
+    def _needs_old_logprobs(self) -> bool:
+        """Whether the update needs the behaviour policy's log-probs: with one epoch of one
+        minibatch they equal the current policy's (detached) and KL-in-reward is off."""
+        a = self.cfg.algorithm
+        return a.ppo_epochs > 1 or a.num_minibatches > 1 or a.kl_in == "reward"
+
+    def _old_from_engine(self) -> bool:
+        """Whether the rollout engine's sampling log-probs serve as old log-probs (exact at
+        temperature 1 and top_p 1, where they are the raw model log-probs)."""
+        r = self.cfg.rollout
+        return self._needs_old_logprobs() and r.use_engine_logprobs and r.temperature == 1.0 and r.top_p == 1.0
+
     def _old_logprobs(self, batch: RolloutBatch, packed) -> torch.Tensor:
         """[B, T] behaviour-policy log-probs: the engine's own when they are exact, else a forward pass."""
-        r = self.cfg.rollout
-        if r.use_engine_logprobs and batch.sample_logprobs is not None and r.temperature == 1.0 and r.top_p == 1.0:
+        if self._old_from_engine() and batch.sample_logprobs is not None:
             out = torch.zeros(packed.response_mask.shape)
             for i, lp in enumerate(batch.sample_logprobs):
                 out[i, : len(lp)] = torch.tensor(lp)
@@ -142,10 +155,12 @@ class Trainer:
         a, T = self.cfg.algorithm, self.timer
         with T.phase("generate"):
             batch = self.rollout(step)
+            if self.cfg.rollout.release_kv_cache:
+                self.engine.release_memory()
         with T.phase("score"):
             scored = self.rewards.score(batch.prompts, batch.responses, batch.response_ids, batch.references)
         packed = pack(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
-        need_old = a.ppo_epochs > 1 or a.num_minibatches > 1 or a.kl_in == "reward"
+        need_old = self._needs_old_logprobs()
         with T.phase("ref_logprobs"):
             ref_logp = self.learner.logprobs(packed, "ref") if a.kl_coef > 0 and a.kl_in != "none" else None
         with T.phase("old_logprobs"):

@@ -19,7 +19,7 @@ from critic_free_rl.rollout.base import SamplingSpec
 def engine_sync_check(engine, learner, tokenizer, prompts: list[str], max_new_tokens: int = 16, seed: int = 12345) -> dict[str, float]:
     """``{"sync/engine_vs_policy_logprob_max_abs_diff", "sync/engine_vs_reference_logprob_max_abs_diff"}``
     over the sampled tokens of ``prompts`` (NaN when the engine reports no log-probs)."""
-    groups = engine.generate(prompts, SamplingSpec(n=1, max_new_tokens=max_new_tokens, temperature=1.0, ignore_eos=True, seed=seed))
+    groups = engine.generate(prompts, SamplingSpec(n=1, max_new_tokens=max_new_tokens, temperature=1.0, ignore_eos=True, seed=seed, logprobs=True))
     comps = [g[0] for g in groups]
     nan = float("nan")
     if not comps or any(c.logprobs is None for c in comps):  # (the same on every rank: one engine kind)

@@ -151,7 +151,7 @@ def run_ours(spec: Spec) -> None:
     world = init_world(tc.trainer.backend)
     Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(tc, Path(spec.run_dir), world)
-    emit(event="ready")
+    emit(event="ready", micro_batch_size=trainer.learner.micro)
     try:
         step = 0
         while wait_command():

@@ -19,6 +19,8 @@ def validate_scale_out(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainer.offload_optimizer=true needs trainer.backend=deepspeed and trainer.zero_stage 1, 2 or 3 (got {t.backend}, stage {t.zero_stage})")
     if t.grad_accum_steps < 1 or t.micro_batch_size < 1:
         raise ConfigError("trainer.grad_accum_steps and trainer.micro_batch_size must be at least 1")
+    if t.cpu_micro_batch_tokens < 0:
+        raise ConfigError(f"trainer.cpu_micro_batch_tokens={t.cpu_micro_batch_tokens} must be >= 0 (0: micro_batch_size rows)")
     if t.checkpoint_every < 0 or t.keep_checkpoints < 1:
         raise ConfigError(f"trainer.checkpoint_every={t.checkpoint_every} must be >= 0 and trainer.keep_checkpoints={t.keep_checkpoints} >= 1")
     # multi-node

@@ -30,6 +30,8 @@ class SamplingSpec:
     top_p: float = 1.0
     ignore_eos: bool = False
     seed: Optional[int] = None
+    #: return each sampled token's log-prob (:attr:`Completion.logprobs`; None otherwise)
+    logprobs: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -42,6 +44,9 @@ class RolloutEngine(Protocol):
 
     def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load the policy's current (full, HF-named) weights into the engine in place."""
+
+    def release_memory(self) -> None:
+        """Free what the engine holds between calls (its KV cache) until the next ``generate``."""
 
     def close(self) -> None: ...
 

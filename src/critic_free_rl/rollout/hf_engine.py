@@ -38,16 +38,16 @@ class HFEngine:
                 top_p=spec.top_p if not spec.greedy else None,
                 pad_token_id=pad,
                 eos_token_id=None if spec.ignore_eos else eos,
-                output_scores=True,
+                output_scores=spec.logprobs,
                 return_dict_in_generate=True,
             )
             new = out.sequences[:, enc["input_ids"].shape[1] :]
-            logp = torch.stack(out.scores, 1).log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-            for row, lrow in zip(new.tolist(), logp.tolist()):
+            logp = torch.stack(out.scores, 1).log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1).tolist() if spec.logprobs else None
+            for i, row in enumerate(new.tolist()):
                 stopped = not spec.ignore_eos and eos in row
                 n = row.index(eos) + 1 if stopped else len(row)  # keep EOS, as vLLM does
                 ids = row[:n]
-                comps.append(Completion(ids, self.tok.decode(ids, skip_special_tokens=True), lrow[:n], stopped))
+                comps.append(Completion(ids, self.tok.decode(ids, skip_special_tokens=True), logp[i][:n] if logp else None, stopped))
         return [comps[i * spec.n : (i + 1) * spec.n] for i in range(len(prompts))]
 
     @torch.no_grad()
@@ -55,6 +55,9 @@ class HFEngine:
         params = dict(self.model.named_parameters(remove_duplicate=False))  # tied names too
         for name, t in named_tensors:
             params[name].copy_(t.to(params[name].device, params[name].dtype))
+
+    def release_memory(self) -> None:
+        """Nothing to free: ``generate`` allocates its cache per call."""
 
     def close(self) -> None:
         del self.model
