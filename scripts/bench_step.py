@@ -14,7 +14,8 @@ weights for every trainer), the embedded task's prompts in the order our trainer
 draws them, group size 8, 16 prompts per step, temperature 1, fp32, k3 KL (coefficient
 0.05) against a frozen reference, the success reward (math-verify worker pool), one
 optimizer step per rollout batch, in micro-batches of the rows ours picks on its own
-(``trainer.cpu_micro_batch_tokens`` on CPU; ``--micro`` sets them). ``tiny``: the embedded policy's
+(``trainer.cpu_micro_batch_tokens`` on CPU; ``--micro`` sets them; TRL, which needs equal
+micro-batches, gets the largest divisor of the batch not above them). ``tiny``: the embedded policy's
 architecture, at most 64 new tokens; ``mid``: a ~25M-parameter Qwen2 (hidden 512, 8
 layers), exactly 128 new tokens (EOS ignored).
 

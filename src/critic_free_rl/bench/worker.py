@@ -279,7 +279,8 @@ def run_trl(spec: Spec) -> None:
     longest = max(len(tok(e.prompt, add_special_tokens=False)["input_ids"]) for e in examples)
     vllm = spec.kind == "trl_vllm"
     b = spec.group_size * spec.prompts_per_step
-    micro = min(spec.micro_batch_size, b)
+    # TRL needs equal micro-batches: the largest divisor of the batch not above ours' rows
+    micro = max(d for d in range(1, min(spec.micro_batch_size, b) + 1) if b % d == 0)
     gas = b // micro
     cuda = torch.cuda.is_available()
     args = GRPOConfig(
