@@ -219,7 +219,8 @@ def run_size(size: str, args, log_root: Path) -> dict[str, WorkerResult]:
         groups = [[t] for t in trainers] if args.sequential else [trainers]
         for group in groups:
             _run_group(group, size, args, model, max_new, ignore_eos, dtype, engine, total, log_dir, env, results, micro)
-    print(f"  micro-batches of {micro['rows']} rows for every trainer{' (as ours sized them)' if micro['from_ours'] and 'ours' in trainers else ''}", flush=True)
+    print(f"  micro-batches of {micro['rows']} rows{' (as ours sized them)' if micro['from_ours'] and 'ours' in trainers else ''}; "
+          f"TRL: the largest divisor of the batch not above that", flush=True)
     return _merge(results)
 
 
