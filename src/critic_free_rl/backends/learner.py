@@ -21,7 +21,7 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from critic_free_rl.algorithms.losses import policy_objective, value_loss
-from critic_free_rl.backends.sequences import Packed, gather_response, response_logprobs
+from critic_free_rl.backends.sequences import Packed, gather_response, response_logprobs, shared_prefix
 from critic_free_rl.config.schema import AlgorithmConfig, ModelConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -266,15 +266,34 @@ class Learner:
         SDPA takes its ``is_causal`` kernel (same values at every real position). Only the
         positions from the first one that predicts a response token get logits
         (``logits_to_keep``), so prompt positions never pay for the LM head.
+
+        Rows that start alike (the G samples of one prompt) compute that start once
+        (``trainer.share_prompt_prefix``, :func:`shared_prefix`): one pass over the distinct
+        prefixes returns their keys and values, indexed out to the rows, and the rest of
+        every row attends to them. Same log-probs; gradients flow back through the index.
         """
         mb, device = packed, device or self.device
-        kwargs = {} if _right_padded(mb.attention_mask) else {"attention_mask": mb.attention_mask.to(device)}
+        kwargs = {}
+        if not _right_padded(mb.attention_mask):
+            kwargs["attention_mask"] = mb.attention_mask.to(device)
+        elif self._shares_prefix(model) and (split := shared_prefix(mb)) is not None:
+            cache = model(input_ids=split.prefixes.to(device), use_cache=True, logits_to_keep=1).past_key_values
+            cache.batch_select_indices(split.row_prefix.to(device))
+            kwargs["past_key_values"] = cache
+            mb = mb.without_prefix(split.length)
         start = int(mb.logit_index[mb.response_mask].min()) if bool(mb.response_mask.any()) else 0
-        if start > 0 and _accepts_logits_to_keep(model):
+        if start > 0 and _forward_accepts(model, "logits_to_keep"):
             kwargs["logits_to_keep"] = mb.input_ids.shape[1] - start
             mb = dataclasses.replace(mb, logit_index=(mb.logit_index - start).clamp(min=0))
         out = model(input_ids=mb.input_ids.to(device), use_cache=False, **kwargs)
         return response_logprobs(out.logits, _to(mb, device), with_entropy, entropy_grad=entropy_grad)
+
+    def _shares_prefix(self, model) -> bool:
+        """Whether ``model`` can run a shared prompt prefix from a key/value cache: a causal
+        LM taking ``past_key_values`` and ``logits_to_keep``, without gradient checkpointing
+        (which turns the cache off in training)."""
+        return (self.tcfg.share_prompt_prefix and not getattr(_hf_model(model), "is_gradient_checkpointing", False)
+                and _forward_accepts(model, "past_key_values") and _forward_accepts(model, "logits_to_keep"))
 
     @torch.no_grad()
     def logprobs(self, packed: Packed, which: str = "policy") -> torch.Tensor:
@@ -452,22 +471,27 @@ def _right_padded(attention_mask: torch.Tensor) -> bool:
     return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
 
 
-_KEEP_SUPPORT: dict[type, bool] = {}
+def _hf_model(model):
+    """The Hugging Face model inside a DeepSpeed engine and / or a PEFT wrapper."""
+    m = getattr(model, "module", model)
+    return m.get_base_model() if hasattr(m, "get_base_model") else m
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    """Whether the (DeepSpeed / PEFT wrapped) causal LM's forward takes ``logits_to_keep``."""
+_FORWARD_ARGS: dict[tuple[type, str], bool] = {}
+
+
+def _forward_accepts(model, arg: str) -> bool:
+    """Whether the (DeepSpeed / PEFT wrapped) model's forward takes the keyword ``arg``."""
     import inspect
 
-    m = getattr(model, "module", model)
-    if hasattr(m, "get_base_model"):
-        m = m.get_base_model()
-    if type(m) not in _KEEP_SUPPORT:
+    m = _hf_model(model)
+    key = (type(m), arg)
+    if key not in _FORWARD_ARGS:
         try:
-            _KEEP_SUPPORT[type(m)] = "logits_to_keep" in inspect.signature(m.forward).parameters
+            _FORWARD_ARGS[key] = arg in inspect.signature(m.forward).parameters
         except (TypeError, ValueError):
-            _KEEP_SUPPORT[type(m)] = False
-    return _KEEP_SUPPORT[type(m)]
+            _FORWARD_ARGS[key] = False
+    return _FORWARD_ARGS[key]
 
 
 def _to(p: Packed, device: torch.device) -> Packed:

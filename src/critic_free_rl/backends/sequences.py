@@ -36,6 +36,42 @@ class Packed:
         t = max(t, 1)
         return Packed(self.input_ids[idx, :width], am[:, :width], rm[:, :t], self.logit_index[idx, :t].clamp(max=width - 1), self.response_tokens[idx, :t])
 
+    def without_prefix(self, n: int) -> "Packed":
+        """The rows after their first ``n`` tokens (which a cache then holds): ``logit_index``
+        counts from the new first column. Needs ``n`` below every row's prompt length."""
+        return Packed(self.input_ids[:, n:], self.attention_mask[:, n:], self.response_mask,
+                      (self.logit_index - n).clamp(min=0), self.response_tokens)
+
+
+@dataclass
+class SharedPrefix:
+    """The first ``length`` tokens that rows of a micro-batch have in common: ``prefixes``
+    [U, length] (distinct), ``row_prefix`` [B] (index of each row's prefix)."""
+
+    length: int
+    prefixes: torch.Tensor
+    row_prefix: torch.Tensor
+
+
+def shared_prefix(packed: Packed) -> SharedPrefix | None:
+    """How to run ``packed`` (right-padded rows) as one forward over its distinct prompt
+    prefixes, whose keys and values every row then reuses, plus one over the rest.
+
+    The prefix is the first ``P = shortest prompt - 1`` tokens of each row, so every
+    position whose logits predict a response token stays in the second pass. A group of
+    G samples of one prompt computes its prompt once instead of G times (and rows whose
+    prompts merely start alike, e.g. under one chat template, share that start). Returns
+    None when no two rows share their first ``P`` tokens, i.e. nothing would be saved.
+    """
+    prompt_len = packed.attention_mask.sum(1) - packed.response_mask.sum(1)
+    n = int(prompt_len.min()) - 1 if len(packed) > 1 else 0
+    if n < 1:
+        return None
+    prefixes, row_prefix = torch.unique(packed.input_ids[:, :n], dim=0, return_inverse=True)
+    if len(prefixes) == len(packed):
+        return None
+    return SharedPrefix(n, prefixes, row_prefix)
+
 
 def pack(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int) -> Packed:
     """Right-pad ``prompt + response`` rows. Empty responses get an all-false mask."""

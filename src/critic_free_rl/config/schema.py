@@ -205,6 +205,10 @@ class TrainerConfig:
     #: backward of 128 rows x 152 tokens): 8 rows 25.2 s / 1.4 GiB peak, 16 rows 23.1 s /
     #: 2.2 GiB, 32 rows 25.0 s / 3.7 GiB, 64 rows 26.5 s / 6.5 GiB. GPUs use micro_batch_size.
     cpu_micro_batch_tokens: int = 2560
+    #: run the start that rows of a micro-batch share (the G samples of one prompt) once,
+    #: then the rest of each row on its keys and values (backends.sequences.shared_prefix);
+    #: off under gradient checkpointing. Same log-probs and gradients, fewer tokens computed.
+    share_prompt_prefix: bool = True
     total_steps: int = 100
     eval_every: int = 25
     eval_at_start: bool = True

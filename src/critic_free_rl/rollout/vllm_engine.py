@@ -26,6 +26,20 @@ def _generate_threads() -> int:
     return int(os.environ.get("CFRL_GENERATE_THREADS", "0"))
 
 
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; nothing elsewhere).
+    glibc keeps what an update freed (its activations) for reuse, and the KV cache cannot
+    reuse it (its blocks come from ``mmap``): without this the process holds both at once
+    (``mid`` bench size: 3.3 GiB at the second rollout, the update's 1.2 GiB plus the cache's
+    1 GiB, instead of the larger of the two)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class VLLMEngine:
     def __init__(
         self,
@@ -90,9 +104,16 @@ class VLLMEngine:
             s.resize_(0)
 
     def _reacquire(self) -> None:
+        """Give the released KV storages their memory back, faulted in up front: one bulk
+        zeroing (0.4 s per GiB here) instead of page faults scattered through decoding, which
+        two decoding threads take under the kernel's memory-map lock (``mid`` bench size:
+        generation 14.2 s before a release, 16.7-17.1 s after one without the zeroing,
+        14.4-15.2 s with it)."""
         if self._released:
+            _trim_heap()
             for s, nbytes in self._released:
                 s.resize_(nbytes)
+                s.fill_(0)
             self._released = []
             self.llm.reset_prefix_cache()
 
