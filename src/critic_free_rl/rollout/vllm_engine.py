@@ -173,14 +173,14 @@ class VLLMEngine:
             if inner:
                 torch._C.set_num_threads(outer)
         ids = [list(c.token_ids) for out in outs for c in out.outputs]
-        texts = iter(self.llm.get_tokenizer().batch_decode(ids, skip_special_tokens=True))
+        decoded = iter(zip(ids, self.llm.get_tokenizer().batch_decode(ids, skip_special_tokens=True)))
         groups = []
         for out in outs:
             group = []
             for c in out.outputs:
-                tok_ids = list(c.token_ids)
+                tok_ids, text = next(decoded)
                 lps = [float(d[t].logprob) for d, t in zip(c.logprobs, tok_ids)] if c.logprobs else None
-                group.append(Completion(tok_ids, next(texts), lps, c.finish_reason == "stop"))
+                group.append(Completion(tok_ids, text, lps, c.finish_reason == "stop"))
             groups.append(group)
         return groups
 
