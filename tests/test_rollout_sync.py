@@ -1,10 +1,11 @@
 """After an optimizer step and an in-place weight sync, vLLM's greedy output equals
-Hugging Face's greedy output for the same weights; the reference policy is untouched."""
+Hugging Face's greedy output for the same weights; the reference policy is untouched.
+The engine's CPU KV cache is sized to the sequences it decodes at once."""
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from critic_free_rl.algorithms import get_estimator
 from critic_free_rl.backends.distributed import init_world
@@ -12,6 +13,7 @@ from critic_free_rl.backends.learner import Learner, UpdateInputs
 from critic_free_rl.backends.sequences import pack
 from critic_free_rl.config.schema import AlgorithmConfig, ModelConfig, TrainerConfig
 from critic_free_rl.rollout import SamplingSpec, make_engine
+from critic_free_rl.rollout.vllm_engine import cpu_kv_plan
 
 PROMPTS = ["What is 12 + 7 - 3?\n", "What is 55 - 9?\n", "What is 20 + 4 + 1?\n"]
 
@@ -30,7 +32,8 @@ def setup(tiny_model_dir):
     world = init_world("deepspeed")
     algo = AlgorithmConfig(name="grpo", estimator="grpo", kl_coef=0.1, kl_in="loss")
     learner = Learner(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir)), TrainerConfig(lr=5e-3, micro_batch_size=4), algo, 8, world.device)
-    engine = make_engine("vllm", str(tiny_model_dir), seed=0, max_model_len=256)
+    # a KV cache sized for 4 sequences: the 8-sample batches below decode in two waves
+    engine = make_engine("vllm", str(tiny_model_dir), seed=0, max_model_len=256, max_seqs=4)
     yield learner, engine, algo
     engine.close()
 
@@ -95,3 +98,31 @@ def test_released_kv_cache_comes_back_for_the_next_generate(setup):
     assert engine._released and all(s.nbytes() == 0 for s, _ in engine._released)
     assert [g[0].token_ids for g in engine.generate(PROMPTS, spec)] == before
     assert not engine._released and all(t.untyped_storage().nbytes() > 0 for t in engine._model_runner().kv_caches)
+
+
+@pytest.mark.parametrize(
+    "seqs, max_len, plan",
+    [
+        (128, 158, (128, 32, 128 * 5 + 1)),  # blocks of 32 waste 2 tokens a sequence, of 128 98
+        (128, 102, (128, 128, 128 * 1 + 1)),  # every size needs 128 tokens: the largest block
+        (4, 256, (4, 128, 4 * 2 + 1)),
+        (1000, 64, (256, 64, 256 * 1 + 1)),  # at most vLLM's 256 sequences at once
+    ],
+)
+def test_cpu_kv_plan(seqs, max_len, plan):
+    assert cpu_kv_plan(seqs, max_len) == plan
+
+
+def test_kv_cache_holds_max_seqs_and_larger_calls_decode_in_waves(setup, tiny_model_dir):
+    """The engine's CPU KV cache is exactly the planned blocks (not vLLM's 1 GiB default);
+    9 sequences through its 4 slots give what each gives alone (greedy)."""
+    _, engine, _ = setup
+    _, block, blocks = cpu_kv_plan(4, 256)
+    cfg = AutoConfig.from_pretrained(tiny_model_dir)
+    token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    engine.generate(PROMPTS[:1], SamplingSpec(n=1, max_new_tokens=1))  # brings back a cache released by another test
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in engine._model_runner().kv_caches}
+    assert sum(storages.values()) == blocks * block * token_bytes
+    spec = SamplingSpec(n=1, max_new_tokens=16, temperature=0.0, ignore_eos=True)
+    alone = [engine.generate([p], spec)[0][0].token_ids for p in PROMPTS * 3]
+    assert [g[0].token_ids for g in engine.generate(PROMPTS * 3, spec)] == alone

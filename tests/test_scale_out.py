@@ -157,6 +157,7 @@ def test_launcher_command_lines(tmp_path):
         (["model.lora_rank=8", "trainer.ref_device=cpu"], "has no effect with LoRA"),
         (["trainer.checkpoint_every=-1"], "trainer.checkpoint_every=-1 must be >= 0"),
         (["trainer.cpu_micro_batch_tokens=-1"], "trainer.cpu_micro_batch_tokens=-1 must be >= 0"),
+        (["rollout.cpu_kvcache_gib=0"], "rollout.cpu_kvcache_gib=0.0: give a positive size in GiB"),
     ],
 )
 def test_scale_out_settings_fail_fast(overrides, expected):

