@@ -180,6 +180,8 @@ def worker_env(args) -> dict:
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
     env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # the floor's and TRL's vLLM engines reserve 1 GiB of KV cache; ours sizes its own cache
+    # to its rollout (rollout.cpu_kvcache_gib=null: a block count, which this does not change)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -19,7 +19,9 @@ VPY=.venv/bin/python
 PIP="$VPY -m pip install --disable-pip-version-check -q"
 $PIP --upgrade pip >/dev/null
 
+CUDA=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  CUDA=1
   echo "[install] CUDA detected: GPU builds of torch, vllm, deepspeed"
   $PIP torch vllm deepspeed
 else
@@ -32,6 +34,14 @@ else
   $PIP deepspeed "torch==2.13.0"
 fi
 $PIP -e ".${EXTRAS}"
+if [ "$CUDA" = 0 ]; then
+  # DeepSpeed compiles its CPU all-reduce op on first use (~45 s, a compiler of ~1 GiB):
+  # build it now, into .venv/torch_extensions (where cli.setup_environment points runs)
+  $VPY -c "from critic_free_rl.cli import setup_environment; setup_environment()
+from deepspeed.accelerator import get_accelerator
+get_accelerator().create_op_builder('ShareMemCommBuilder').load(verbose=False)" \
+    || echo "[install] DeepSpeed's CPU all-reduce op was not prebuilt: the first run builds it"
+fi
 if [ "$BENCH" = 1 ]; then
   # the [bench] extra (TRL for scripts/bench_step.py) with torch and vllm pinned to what is
   # installed, so it can never swap them; fail loudly if anything changed anyway
