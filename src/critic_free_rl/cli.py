@@ -41,8 +41,10 @@ def setup_environment(num_ranks: int = 1) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     # ops DeepSpeed compiles on first use (its CPU all-reduce: ~45 s, a 1 GiB compiler) live in
     # this environment, where scripts/install.sh builds them: a run never compiles them, and
-    # two environments on one machine do not rebuild each other's
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+    # two environments on one machine do not rebuild each other's (a read-only environment
+    # keeps torch's default, ~/.cache/torch_extensions)
+    if os.access(sys.prefix, os.W_OK):
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     if not _has_cuda():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         if num_ranks > 1:
