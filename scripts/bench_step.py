@@ -105,7 +105,7 @@ class Worker:
             root = psutil.Process(self.proc.pid)
         except psutil.Error:
             return
-        tree, found_at = [root], 0.0
+        tree, found_at = [root], float("-inf")
         while not self._stop.is_set() and self.proc.poll() is None:
             if time.monotonic() - found_at >= tree_every_s:
                 try:
