@@ -183,18 +183,13 @@ def _vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def worker_env(args) -> dict:
+def worker_env() -> dict:
+    """A worker's environment; the rest of it each worker sets itself (``worker.setup_env``)."""
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
-    env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     # the floor's and TRL's vLLM engines reserve 1 GiB of KV cache; ours sizes its own cache
     # to its rollout (rollout.cpu_kvcache_gib=null: a block count, which this does not change)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    if not args.gpu:
-        env.setdefault("DS_ACCELERATOR", "cpu")
     return env
 
 
@@ -218,7 +213,7 @@ def run_size(size: str, args, log_root: Path) -> dict[str, WorkerResult]:
     total = args.warmup + args.steps
     print(f"\n== {size}: {model} ({num_params(model) / 1e6:.1f}M params, {dtype}), {max_new} new tokens"
           f"{' (EOS ignored)' if ignore_eos else ' at most'}, rollout engine {engine}, trainers {', '.join(trainers)}", flush=True)
-    env = worker_env(args)
+    env = worker_env()
     results: dict[str, list[WorkerResult]] = {t: [] for t in trainers}
     # rows per micro-batch for every trainer: --micro, else what ours picks (it starts first)
     micro = {"rows": args.micro or (8 if args.gpu else 64), "from_ours": not args.micro}
