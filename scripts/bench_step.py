@@ -23,10 +23,8 @@ layers), exactly 128 new tokens (EOS ignored).
 default threads) plus a bare forward + backward of the HF model over the generated
 tokens (same micro-batches, right-padded rows without an attention mask).
 
-Ours runs with its defaults, which on CPU include one intra-op thread for the whole
-process when the policy is small (< 8M parameters, ``CFRL_CPU_THREADS``): on a 2-core
-machine shared with other jobs, multi-threaded small ops stall on OpenMP barriers. TRL
-and the floor keep torch's / vLLM's defaults. Step times are wall seconds minus the seconds the worker process was
+Every trainer runs with its defaults (torch's / vLLM's intra-op threads: one per core).
+Step times are wall seconds minus the seconds the worker process was
 stopped (a load governor here SIGSTOPs busy processes; see ``StallClock``).
 
 TRL's vLLM colocate mode needs one shim with vLLM 0.32 (TRL 1.16 supports <= 0.31): its

@@ -17,9 +17,8 @@ from critic_free_rl.rollout.base import Completion, SamplingSpec
 
 def _generate_threads() -> int:
     """Intra-op threads while vLLM decodes on CPU: ``CFRL_GENERATE_THREADS=N`` (default 0:
-    the process's count, which :meth:`~critic_free_rl.backends.learner.Learner.tune_cpu_threads`
-    sets to one for small policies). One thread pays off for larger models only on a
-    machine whose cores are busy with other work: a decoding step is hundreds of small ops,
+    the process's count, see :meth:`~critic_free_rl.backends.learner.Learner.tune_cpu_threads`).
+    One thread pays off only on a machine whose cores are busy with other work: a decoding step is hundreds of small ops,
     and each multi-threaded one ends in an OpenMP barrier that stalls for a scheduler time
     slice whenever another process holds a core (busy 2-core machine, 128 x 128 tokens of a
     25M-parameter model: 35 s with one thread, 89 s with two; on idle cores two threads
