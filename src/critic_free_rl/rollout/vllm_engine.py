@@ -18,9 +18,9 @@ from critic_free_rl.rollout.base import Completion, SamplingSpec
 def _generate_threads() -> int:
     """Intra-op threads while vLLM decodes on CPU: ``CFRL_GENERATE_THREADS=N`` (default 0:
     the process's count, see :meth:`~critic_free_rl.backends.learner.Learner.tune_cpu_threads`).
-    One thread pays off only on a machine whose cores are busy with other work: a decoding step is hundreds of small ops,
-    and each multi-threaded one ends in an OpenMP barrier that stalls for a scheduler time
-    slice whenever another process holds a core (busy 2-core machine, 128 x 128 tokens of a
+    One thread pays off only on a machine whose cores are busy with other work: a decoding
+    step is hundreds of small ops, and each multi-threaded one ends in an OpenMP barrier that
+    stalls for a scheduler time slice whenever another process holds a core (busy 2-core machine, 128 x 128 tokens of a
     25M-parameter model: 35 s with one thread, 89 s with two; on idle cores two threads
     took 16.8 s and one 25.0 s)."""
     return int(os.environ.get("CFRL_GENERATE_THREADS", "0"))
@@ -177,12 +177,12 @@ class VLLMEngine:
         for s, _ in self._released:
             s.resize_(0)
 
-    def _reacquire(self) -> list[torch.UntypedStorage]:
+    def _reacquire(self) -> Optional[list[torch.UntypedStorage]]:
         """Give the released KV storages their address space back; their pages come later
         (see :meth:`_run`). Returns the storages to fault in once the prefill has run: all of
-        them when more than one thread decodes, else none (see :meth:`_run`)."""
+        them when more than one thread decodes, else none; None when nothing was released."""
         if not self._released:
-            return []
+            return None
         _trim_heap()
         storages = [s for s, _ in self._released]
         for s, nbytes in self._released:
@@ -234,13 +234,12 @@ class VLLMEngine:
         )
 
     def _generate(self, prompts: list[str], params) -> list[list[Completion]]:
-        released = bool(self._released)
         prefault = self._reacquire()
         outer, inner = torch.get_num_threads(), _generate_threads()
         try:
             if inner:
                 torch._C.set_num_threads(inner)  # vLLM's CPU worker stubs out torch.set_num_threads
-            outs = self._run(prompts, params, prefault) if released else self.llm.generate(prompts, params, use_tqdm=False)
+            outs = self.llm.generate(prompts, params, use_tqdm=False) if prefault is None else self._run(prompts, params, prefault)
         finally:
             if inner:
                 torch._C.set_num_threads(outer)
@@ -269,7 +268,8 @@ class VLLMEngine:
           (``prefault``, 0.3 s per GiB): page faults scattered through decoding stall every
           thread at the next barrier (``mid``, two threads: 14.2 s a rollout before a release,
           16.7-17.1 s after one without faulting in, 14.4-15.2 s with it). One thread takes
-          them at no such cost (``tiny``: 1.34-1.47 s a rollout without, 1.86-1.96 s with).
+          them at no such cost (``tiny``: 1.34-1.47 s a rollout without, 1.86-1.96 s with a
+          bulk zeroing).
 
         Returns vLLM's ``RequestOutput`` s in prompt order, as ``LLM.generate`` does.
         """
