@@ -6,7 +6,7 @@
     .venv/bin/python scripts/bench_step.py --gpu                 # GPU mode: bf16, 1.5B preset architecture
     .venv/bin/python scripts/bench_step.py --gpu --gpu-arch tiny --steps 1 --warmup 0   # GPU code path on CPU
 
-Every trainer runs in its own worker process (``critic_free_rl.bench.worker``), all
+Every trainer runs in its own worker process (``scripts/bench/worker.py``), all
 started before timing; then the steps are interleaved (step k of every worker, in a
 rotating order, before step k + 1 of any), so load from other users of the machine
 hits all of them alike. Identical work: the same randomly initialised model (same
@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "scripts")]
 
 #: size -> (max_new_tokens, ignore_eos)
 SIZES = {"tiny": (64, False), "mid": (128, True), "gpu": (512, True)}
@@ -85,7 +85,7 @@ class Worker:
         self.log = open(log_dir / f"{name}.log", "w")
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "critic_free_rl.bench.worker", json.dumps(spec)],
+            [sys.executable, "-m", "bench.worker", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1, env=env, cwd=str(ROOT),
         )
         self._stop = threading.Event()
@@ -184,7 +184,7 @@ def _vllm_available() -> bool:
 def worker_env() -> dict:
     """A worker's environment; the rest of it each worker sets itself (``worker.setup_env``)."""
     env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "scripts"), env.get("PYTHONPATH", "")])
     # the floor's and TRL's vLLM engines reserve 1 GiB of KV cache; ours sizes its own cache
     # to its rollout (rollout.cpu_kvcache_gib=null: a block count, which this does not change)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -193,7 +193,7 @@ def worker_env() -> dict:
 
 def run_size(size: str, args, log_root: Path) -> dict[str, WorkerResult]:
     """Start every worker of ``size``, interleave their steps, return their results."""
-    from critic_free_rl.bench.models import build_model, num_params
+    from bench.models import build_model, num_params
 
     dtype = "bfloat16" if args.gpu else "float32"
     arch = None

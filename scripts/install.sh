@@ -36,8 +36,8 @@ fi
 $PIP -e ".${EXTRAS}"
 if [ "$CUDA" = 0 ]; then
   # DeepSpeed compiles its CPU all-reduce op on first use (~45 s, a compiler of ~1 GiB):
-  # build it now, into .venv/torch_extensions (where cli.setup_environment points runs)
-  $VPY -c "from critic_free_rl.cli import setup_environment; setup_environment()
+  # build it now, into .venv/torch_extensions (where config.environment.setup_environment points runs)
+  $VPY -c "from critic_free_rl.config.environment import setup_environment; setup_environment()
 from deepspeed.accelerator import get_accelerator
 get_accelerator().create_op_builder('ShareMemCommBuilder').load(verbose=False)" \
     || echo "[install] DeepSpeed's CPU all-reduce op was not prebuilt: the first run builds it"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from critic_free_rl.cli import setup_environment
+from critic_free_rl.config.environment import setup_environment
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")  # tests run on CPU, even beside a GPU
-setup_environment()  # the CLI's environment: in-process vLLM, the venv's torch extensions
+setup_environment()  # a run's environment: in-process vLLM, the venv's torch extensions
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -56,14 +56,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
 
 def compose_train(*overrides: str) -> DictConfig:
     """The ``train`` config composed from ``configs/`` with Hydra overrides, as the CLI
-    would compose it (a ``DictConfig``; ``commands.to_train_config`` validates it)."""
-    from hydra import compose, initialize_config_dir
+    would compose it (a ``DictConfig``; ``config.loading.to_train_config`` validates it)."""
+    from critic_free_rl.config.loading import compose
 
-    from critic_free_rl.cli import _register_schema
-
-    _register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    return compose(list(overrides))
 
 # shared CI machines stall processes unpredictably: property tests assert behaviour, not speed
 from hypothesis import settings as _hyp_settings  # noqa: E402

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import compose_train, run_cli
 
-from critic_free_rl.commands import load_run_config, prepare_run_dir, to_train_config
+from critic_free_rl.cli.train import prepare_run_dir
+from critic_free_rl.config.loading import load_run_config, to_train_config
 from critic_free_rl.config.validate import ConfigError
 
 

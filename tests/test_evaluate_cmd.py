@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from critic_free_rl.config.schema import DataConfig, EvalConfig, TrainConfig
 from critic_free_rl.data.datasets import load_examples
-from critic_free_rl.report.evaluate_cmd import dataset_config, model_path
+from critic_free_rl.cli.evaluate import dataset_config, model_path
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from critic_free_rl.backends import learner as learner_mod
 from critic_free_rl.backends.distributed import World, free_port, init_world
 from critic_free_rl.backends.learner import Learner
-from critic_free_rl.commands import to_train_config
+from critic_free_rl.config.loading import to_train_config
 from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.rewards.pipeline import RewardPipeline, ScoredBatch
 from critic_free_rl.trainer import Trainer
@@ -90,7 +90,7 @@ def test_nan_reward_skips_the_update_and_names_the_samples(tiny_model_dir: Path,
         scored = score(self, *args)
         if len(calls) == POISONED:  # one call per training step (evaluation uses the verifier)
             scored.token_rewards[0][scored.reward_mask[0]] = float("nan")
-            poisoned_uids.append(f"{trainer_ref[0]._step_prompts(POISONED)[0].uid}#0")
+            poisoned_uids.append(f"{trainer_ref[0].step_prompts(POISONED)[0].uid}#0")
         calls.append(1)
         return scored
 

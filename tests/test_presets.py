@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import REPO, SHARED_DATA, compose_train
 
-from critic_free_rl.commands import to_train_config
+from critic_free_rl.config.loading import to_train_config
 
 CONFIGS = REPO / "configs"
 GROUPS = ["model", "data", "rollout", "algorithm", "reward", "prm", "trainer", "experiment"]

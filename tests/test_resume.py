@@ -133,7 +133,7 @@ def test_latest_pointer_survives_a_save_killed_half_way(tmp_path):
 def test_resume_accepts_only_schedule_overrides(tmp_path):
     from omegaconf import OmegaConf
 
-    from critic_free_rl.commands import to_train_config
+    from critic_free_rl.config.loading import to_train_config
     from conftest import compose_train
 
     run = tmp_path / "run"

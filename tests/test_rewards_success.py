@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from latex2sympy2_extended.math_normalization import extract_boxed_content
 
-from critic_free_rl.rewards.success import SuccessVerifier, answer_region, exact_match, parse_reference
+from critic_free_rl.data.answers import parse_reference
+from critic_free_rl.rewards.success import SuccessVerifier, answer_region, exact_match
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HANG = "\\boxed{9^{9^{9^9}}}"  # sympy evaluates the power tower: hours, uninterruptible by signals

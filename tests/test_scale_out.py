@@ -21,9 +21,9 @@ import pytest
 import torch
 from conftest import REPO, compose_train, run_cli
 
-from critic_free_rl.commands import to_train_config
+from critic_free_rl.config.loading import to_train_config
 from critic_free_rl.config.validate import ConfigError
-from critic_free_rl.multinode import launcher_command
+from critic_free_rl.cli.multinode import launcher_command
 
 FAST = ["model.embedded=false", "rollout.group_size=4", "rollout.prompts_per_step=4", "rollout.max_new_tokens=12",
         "trainer.total_steps=2", "trainer.eval_every=1", "eval.max_new_tokens=12", "eval.num_samples=0",
@@ -136,7 +136,7 @@ def test_launcher_command_lines(tmp_path):
     cmd = launcher_command(t, tmp_path, 29500)
     assert cmd[1:3] == ["-m", "deepspeed.launcher.runner"]
     assert " ".join(cmd[3:]) == (f"--hostfile /shared/hostfile --num_nodes 2 --num_gpus 8 --launcher pdsh --master_addr 10.0.0.1 "
-                                 f"--master_port 29500 --module critic_free_rl.launch {tmp_path.resolve()}")
+                                 f"--master_port 29500 --module critic_free_rl.cli.launch {tmp_path.resolve()}")
     t.node_rank, t.launcher = 1, "slurm"
     assert "--no_ssh --node_rank 1" in " ".join(launcher_command(t, tmp_path, 29500))
     one = to_train_config(compose_train("trainer.num_ranks=4")).trainer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from critic_free_rl import commands
+from critic_free_rl.cli import score as score_command
 from critic_free_rl.models.tiny import build_tiny_model
 
 SEP = "<extra_0>"
@@ -68,8 +68,8 @@ def test_a_failing_score_leaves_an_existing_output_untouched(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # run_hydra rewrites sys.argv
     with pytest.raises((SystemExit, OSError)):  # the PRM cannot be loaded: fails while scoring
-        commands.score(["--input", str(src), "--output", str(out), "reward=pr_delta",
-                        f"reward.prm={tmp_path / 'no-such-prm'}", "reward.prm_device=cpu", "reward.verify_workers=1"])
+        score_command.run(["--input", str(src), "--output", str(out), "reward=pr_delta",
+                             f"reward.prm={tmp_path / 'no-such-prm'}", "reward.prm_device=cpu", "reward.verify_workers=1"])
     assert out.read_text() == "previous results\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
 
@@ -77,7 +77,7 @@ def test_a_failing_score_leaves_an_existing_output_untouched(tmp_path: Path, mon
 def _score_error(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # run_hydra rewrites sys.argv
     with pytest.raises(SystemExit) as info:
-        commands.score(args)
+        score_command.run(args)
     return str(info.value.code)
 
 

@@ -24,7 +24,8 @@ What is *not* stored, because it is a deterministic function of the config: the 
 (a seeded permutation per epoch indexed by step), vLLM's sampling seeds (per step and rank)
 and the frozen reference / PRM. vLLM's weights are re-synced from the loaded policy.
 
-This module imports torch lazily: :func:`resume_config` runs in the import-light CLI.
+This module imports torch lazily: :func:`resume_config` runs in the import-light command layer.
+It names :class:`~critic_free_rl.trainer.Trainer` for type checkers only (the trainer imports it).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -223,8 +224,6 @@ class Checkpointer:
         re-sync the rollout engine's weights. False when there is none (fresh start)."""
         import torch
 
-        from critic_free_rl.trainer import RunState
-
         path = latest_checkpoint(self.root.parent)
         if path is None:
             log.warning("resume: no checkpoint in %s; starting from step 0", self.root)
@@ -238,7 +237,7 @@ class Checkpointer:
         if learner.critic is not None:
             _load_engine(learner.critic, path / "critic", False)
         _set_rng_state(trainer, torch.load(path / "rng" / f"rank{trainer.world.rank}.pt", map_location="cpu", weights_only=False))
-        trainer.state = RunState(**state["run_state"])
+        trainer.state = replace(trainer.state, **state["run_state"])
         for k, v in state["timer"]["totals"].items():
             trainer.timer.totals[k] = v
         for k, v in state["timer"]["counts"].items():
@@ -249,14 +248,14 @@ class Checkpointer:
         return True
 
 
-# ---------------------------------------------------------------------------- CLI side
+# ---------------------------------------------------------------------------- train resume=RUN_DIR
 def resume_config(run_dir: Path, overrides: list[str]):
     """The saved ``config.yaml`` of ``run_dir`` with ``resume`` set and the allowed overrides
     (:data:`RESUME_OVERRIDABLE`) applied; any other override is an error, since a resumed
     run must compute what the original run would have."""
     from omegaconf import OmegaConf
 
-    from critic_free_rl.commands import load_run_config
+    from critic_free_rl.config.loading import load_run_config
     from critic_free_rl.config.validate import ConfigError
 
     run_dir = Path(run_dir)

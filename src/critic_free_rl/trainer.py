@@ -29,6 +29,7 @@ from critic_free_rl.checkpointing import Checkpointer, latest_step, save_final
 from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.data.chat import apply_chat_template
 from critic_free_rl.data.datasets import Example, load_split
+from critic_free_rl.data.order import step_batch
 from critic_free_rl.evaluation import evaluate
 from critic_free_rl.logging.tracker import PhaseTimer, Tracker
 from critic_free_rl.models.loading import resolve_model_path
@@ -108,22 +109,14 @@ class Trainer:
         return self.longest_prompt + max(self.cfg.rollout.max_new_tokens, self.cfg.eval.max_new_tokens) + 8
 
     # ------------------------------------------------------------------ data
-    def _step_prompts(self, step: int) -> list[Example]:
-        """The global batch of step ``step`` (same on every rank), then this rank's shard.
-        Epochs are seeded permutations, so a resumed run sees the same prompts."""
-        n, k = len(self.train_examples), self.cfg.rollout.prompts_per_step
-        start = step * k
-        out = []
-        for pos in range(start, start + k):
-            epoch, i = divmod(pos, n)
-            perm = random.Random(self.cfg.trainer.seed * 7919 + epoch).sample(range(n), n)
-            out.append(self.train_examples[perm[i]])
-        return out[self.world.rank :: self.world.size]
+    def step_prompts(self, step: int) -> list[Example]:
+        """This rank's prompts of step ``step`` (:func:`~critic_free_rl.data.order.step_batch`)."""
+        return step_batch(self.train_examples, self.cfg.rollout.prompts_per_step, self.cfg.trainer.seed, step, self.world.rank, self.world.size)
 
     # ------------------------------------------------------------------ one step
     def rollout(self, step: int) -> RolloutBatch:
         r = self.cfg.rollout
-        examples = self._step_prompts(step)
+        examples = self.step_prompts(step)
         spec = SamplingSpec(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, ignore_eos=r.ignore_eos,
                             seed=(r.seed * 1_000_003 + step * self.world.size + self.world.rank), logprobs=self._old_from_engine())
         groups = self.engine.generate([e.prompt for e in examples], spec)
@@ -248,7 +241,7 @@ class Trainer:
         wall = time.time() - t0 + self.checkpointer.elapsed_before
         final_dir = self.run_dir / "final"
         # the engine samples from the trained policy; ranks hold identical weights
-        sync = engine_sync_check(self.engine, self.learner, self.tokenizer, [e.prompt for e in self._step_prompts(0)])
+        sync = engine_sync_check(self.engine, self.learner, self.tokenizer, [e.prompt for e in self.step_prompts(0)])
         sync.update(save_final(self.learner, final_dir, self.tokenizer, self.world))  # every rank: ZeRO-3 gathers
         log.info("sync check: %s", {k: v for k, v in sync.items() if k != "rank_weights_sha256"})
         summary = {

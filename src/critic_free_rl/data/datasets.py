@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from critic_free_rl.config.schema import DataConfig
+from critic_free_rl.data.answers import parse_reference
 from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_task
-from critic_free_rl.rewards.success import parse_reference
 
 log = logging.getLogger(__name__)
 

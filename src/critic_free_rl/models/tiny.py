@@ -13,7 +13,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForTokenClassificat
 PAD, EOS = "<|pad|>", "<|endoftext|>"
 
 
-def _byte_level_alphabet() -> list[str]:
+def byte_level_alphabet() -> list[str]:
     """GPT-2's reversible byte -> printable-unicode map, in byte order (256 symbols)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), ord("\xff") + 1))
     out, extra = {}, 0
@@ -34,7 +34,7 @@ def build_char_tokenizer(extra_tokens: Optional[list[str]] = None) -> Qwen2Token
     Qwen2 checkpoint. ``extra_tokens`` become additional special tokens (a PRM step tag).
     """
     specials = [PAD, EOS]
-    vocab = {tok: i for i, tok in enumerate(specials + _byte_level_alphabet())}
+    vocab = {tok: i for i, tok in enumerate(specials + byte_level_alphabet())}
     tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token=EOS, pad_token=PAD,
                          clean_up_tokenization_spaces=False, padding_side="left")
     if extra_tokens:

@@ -1,4 +1,4 @@
-"""``critic-free-rl report RUN_DIR... [--name NAME] [--out reports]``.
+"""The comparison report of training runs (``critic-free-rl report``, :mod:`critic_free_rl.cli.report`).
 
 Reads the runs' TensorBoard event files, groups them by configuration (seeds pooled) and
 writes ``<out>/<name>/``: ``report.md`` (the table, the curves, how to open TensorBoard),
@@ -7,7 +7,6 @@ A RUN_DIR may also be a folder of runs (e.g. a ``compare`` sweep directory).
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -78,17 +77,3 @@ def default_name(run_dirs: list[Path]) -> str:
     if len(resolved) == 1:
         return resolved[0].name
     return Path(os.path.commonpath([p.parent for p in resolved])).name or "report"
-
-
-def report_command(args: list[str]) -> None:
-    """Command-line entry of ``critic-free-rl report``."""
-    parser = argparse.ArgumentParser(prog="critic-free-rl report", description="Comparison report of training runs: table, curves, TensorBoard layout.")
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories or folders of runs")
-    parser.add_argument("--name", default=None, help="report name (default: the folder's name, or the runs' common parent's)")
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="parent folder of the report (default: reports)")
-    ns = parser.parse_args(args)
-    try:
-        path = write_report(ns.run_dirs, ns.name or default_name(ns.run_dirs), ns.out)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"critic-free-rl report: {exc}") from None
-    print(f"[critic-free-rl] report written to {path}")

@@ -27,37 +27,18 @@ from typing import Optional
 from latex2sympy2_extended.math_normalization import extract_boxed_content
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+from critic_free_rl.data.answers import REFERENCE_FORMATS, parse_reference  # noqa: F401 (REFERENCE_FORMATS: read here by config.validate)
+
 #: only this many trailing characters of a completion are searched for the answer
 ANSWER_TAIL_CHARS = 2048
 #: address-space cap of a verify worker: a huge power / factorial fails with MemoryError
 WORKER_MEMORY_BYTES = 2 << 30
 #: how long a fresh worker may take to import math-verify before the pool gives up
 WORKER_START_TIMEOUT_S = 120.0
-REFERENCE_FORMATS = ("gsm8k", "boxed", "raw")
 
 _READY = "ready"
 # completion answers: a \boxed{} wins over any other number in the text
 _PRED_EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
-
-
-def parse_reference(text: str, fmt: str) -> str:
-    """The reference answer inside a dataset's answer field.
-
-    ``gsm8k``: the line after the last ``#### `` with thousands commas removed;
-    ``boxed``: the content of the last ``\\boxed{}`` (a MATH solution); ``raw``: ``text``
-    stripped. Raises ``ValueError`` when the marker the format needs is absent.
-    """
-    if fmt == "gsm8k":
-        if "#### " not in text:
-            raise ValueError("gsm8k answer has no '#### ' final-answer line")
-        return text.rsplit("#### ", 1)[1].strip().split("\n", 1)[0].replace(",", "").strip()
-    if fmt == "boxed":
-        if "\\boxed" not in text and "\\fbox" not in text:
-            raise ValueError("answer has no \\boxed{} to read the reference from")
-        return extract_boxed_content(text, mode="last").strip()
-    if fmt == "raw":
-        return text.strip()
-    raise ValueError(f"unknown reference format {fmt!r}; expected one of {REFERENCE_FORMATS}")
 
 
 def encodable(text: str) -> str:

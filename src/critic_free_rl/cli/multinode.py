@@ -46,7 +46,7 @@ def launcher_command(t, run_dir: Path, port: int) -> list[str]:
             cmd += ["--master_addr", t.master_addr]
     else:
         cmd += ["--num_gpus", str(t.num_ranks)]
-    return cmd + ["--master_port", str(port), "--module", "critic_free_rl.launch", str(Path(run_dir).resolve())]
+    return cmd + ["--master_port", str(port), "--module", "critic_free_rl.cli.launch", str(Path(run_dir).resolve())]
 
 
 def uses_launcher(t) -> bool:
@@ -63,7 +63,7 @@ def wait_for_run_config(run_dir: Path, tc, timeout_s: float = 1800.0, poll_s: fl
     """Node K > 0: block until node 0 has written the same run config to ``run_dir``."""
     from omegaconf import OmegaConf
 
-    from critic_free_rl.commands import load_run_config
+    from critic_free_rl.config.loading import load_run_config
 
     want = OmegaConf.to_yaml(OmegaConf.structured(for_disk(tc)))
     deadline = time.time() + timeout_s

@@ -32,7 +32,7 @@ def dataset_config(name: str, cfg: TrainConfig) -> DataConfig:
     otherwise ``configs/data/<name>.yaml``; then ``eval.data_root`` / ``eval.max_examples``."""
     from dataclasses import replace
 
-    from critic_free_rl.cli import config_dir
+    from critic_free_rl.config.loading import config_dir
 
     if name == cfg.data.name:
         dc = cfg.data
@@ -80,8 +80,8 @@ def open_engine(tc: TrainConfig, path: str, prompts: list[str]) -> RolloutEngine
 
 def evaluate_task(cfg: DictConfig) -> None:
     """Hydra task of ``critic-free-rl evaluate`` (see the module docstring)."""
-    from critic_free_rl.cli import setup_environment
-    from critic_free_rl.commands import to_train_config
+    from critic_free_rl.config.environment import setup_environment
+    from critic_free_rl.config.loading import to_train_config
 
     tc = to_train_config(cfg)
     setup_environment()
@@ -116,3 +116,9 @@ def evaluate_task(cfg: DictConfig) -> None:
               "temperature": e.temperature, "max_new_tokens": e.max_new_tokens, "datasets": results}
     atomic_write_text(out_dir / "eval.json", json.dumps(report, indent=2))
     print(f"[critic-free-rl] evaluation written to {out_dir / 'eval.json'}", flush=True)
+
+
+def run(args: list[str]) -> None:
+    from critic_free_rl.cli.hydra_app import run_hydra
+
+    run_hydra("evaluate", [f"run_dir={DEFAULT_OUTPUT}", *args], evaluate_task)

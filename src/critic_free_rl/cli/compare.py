@@ -143,7 +143,7 @@ def run_job(job: Job, fixed: list[str]) -> bool:
     return subprocess.run(cmd).returncode == 0 and (job.run_dir / "summary.json").is_file()
 
 
-def compare_command(args: list[str]) -> None:
+def run(args: list[str]) -> None:
     """Command-line entry of ``critic-free-rl compare`` (see the module docstring)."""
     from critic_free_rl.report.report import write_report
 

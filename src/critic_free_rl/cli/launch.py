@@ -1,5 +1,5 @@
 """Entry point of each rank under the DeepSpeed launcher:
-``deepspeed --num_gpus N --module critic_free_rl.launch RUN_DIR`` (multi-node: add
+``deepspeed --num_gpus N --module critic_free_rl.cli.launch RUN_DIR`` (multi-node: add
 ``--hostfile``). Reads the resolved ``RUN_DIR/config.yaml`` written by ``train``."""
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    from critic_free_rl.cli import setup_environment
-    from critic_free_rl.commands import load_run_config, run_training
+    from critic_free_rl.cli.train import run_training
+    from critic_free_rl.config.environment import setup_environment
+    from critic_free_rl.config.loading import load_run_config
 
     run_dir = Path(sys.argv[-1])
     tc = load_run_config(run_dir)

@@ -40,9 +40,9 @@ def filled_char_tokenizer(vocab_size: int):
 
     from transformers import Qwen2Tokenizer
 
-    from critic_free_rl.models.tiny import EOS, PAD, _byte_level_alphabet
+    from critic_free_rl.models.tiny import EOS, PAD, byte_level_alphabet
 
-    alphabet = _byte_level_alphabet()
+    alphabet = byte_level_alphabet()
     vocab = {tok: i for i, tok in enumerate([PAD, EOS] + alphabet)}
     width = 2
     while len(vocab) < vocab_size:

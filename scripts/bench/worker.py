@@ -1,6 +1,6 @@
 """One benchmark worker process: a trainer (or the floor) that runs one step per command.
 
-    python -m critic_free_rl.bench.worker '<json spec>'
+    python -m bench.worker '<json spec>'      (PYTHONPATH: src/ and scripts/)
 
 The parent (``scripts/bench_step.py``) writes ``step`` / ``quit`` lines on stdin; the
 worker answers with ``@@BENCH {json}`` lines on stdout (``ready``, then one ``step``
@@ -91,7 +91,7 @@ def wait_command() -> bool:
 
 
 def setup_env() -> None:
-    from critic_free_rl.cli import setup_environment
+    from critic_free_rl.config.environment import setup_environment
 
     setup_environment()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -100,12 +100,8 @@ def setup_env() -> None:
 
 def compose_config(spec: Spec):
     """The validated TrainConfig ``ours`` runs with (the others read data / prompts from it)."""
-    from hydra import compose, initialize_config_dir
+    from critic_free_rl.config.loading import compose, to_train_config
 
-    from critic_free_rl.cli import _register_schema, config_dir
-    from critic_free_rl.commands import to_train_config
-
-    _register_schema()
     ov = [
         "model.embedded=false", f"model.name_or_path={spec.model}", f"model.dtype={spec.dtype}",
         f"rollout.engine={spec.engine}", f"rollout.group_size={spec.group_size}",
@@ -117,19 +113,14 @@ def compose_config(spec: Spec):
         "trainer.eval_every=0", "trainer.eval_at_start=false", "trainer.log_completions=0",
         f"run_dir={spec.run_dir}", "overwrite=true", *spec.overrides,
     ]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=ov)
-    return to_train_config(cfg)
+    return to_train_config(compose(ov))
 
 
 def step_examples(tc, examples, step: int):
-    """The prompts ``Trainer`` uses at ``step`` (its own code, on a stand-in ``self``)."""
-    from types import SimpleNamespace
+    """The prompts ``Trainer`` uses at ``step`` (one rank)."""
+    from critic_free_rl.data.order import step_batch
 
-    from critic_free_rl.trainer import Trainer
-
-    fake = SimpleNamespace(train_examples=examples, cfg=tc, world=SimpleNamespace(rank=0, size=1))
-    return Trainer._step_prompts(fake, step)
+    return step_batch(examples, tc.rollout.prompts_per_step, tc.trainer.seed, step)
 
 
 def _set_threads(spec: Spec) -> None:
