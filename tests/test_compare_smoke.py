@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from critic_free_rl.report.compare import DEFAULT_AXES, DEFAULT_SETTINGS, plan, split_args
+from critic_free_rl.cli.compare import DEFAULT_AXES, DEFAULT_SETTINGS, plan, split_args
 
 FAST = ["trainer=torch", "trainer.total_steps=2", "trainer.eval_every=0", "eval.num_samples=0", "eval.max_new_tokens=16",
         "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16", "data.max_test_rows=8", "data.num_train=64"]
@@ -64,7 +64,7 @@ def test_parallel_jobs_default_and_bounds(monkeypatch):
 
     import torch
 
-    from critic_free_rl.report.compare import parallel_jobs
+    from critic_free_rl.cli.compare import parallel_jobs
 
     assert parallel_jobs(3) == 3
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
