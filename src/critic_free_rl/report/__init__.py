@@ -1,1 +1,2 @@
-"""After training: ``evaluate`` a model, ``compare`` algorithms x rewards x seeds, ``report`` runs."""
+"""Comparison reports of finished runs: read their event files, group seeds by configuration,
+tables, curves and a TensorBoard view (``critic-free-rl report`` / ``compare``)."""
