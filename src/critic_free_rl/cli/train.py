@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from critic_free_rl.cli.hydra_app import hydra_output_dir, run_hydra
+from critic_free_rl.cli.multinode import for_disk, launcher_command, master_port, uses_launcher, wait_for_run_config
 from critic_free_rl.config.environment import setup_environment
 from critic_free_rl.config.loading import to_train_config
 
@@ -25,7 +26,6 @@ def prepare_run_dir(run_dir: Path, tc) -> bool:
     from omegaconf import OmegaConf
 
     from critic_free_rl.logging.tracker import atomic_write_text
-    from critic_free_rl.cli.multinode import for_disk
 
     done = (run_dir / "summary.json").is_file()
     if done and tc.extra.get("skip_if_done"):
@@ -63,8 +63,6 @@ def run_training(tc, run_dir: Path) -> dict:
 
 def launch_ranks(run_dir: Path, t) -> None:
     """Start the ranks through DeepSpeed's launcher (see :mod:`critic_free_rl.cli.multinode`)."""
-    from critic_free_rl.cli.multinode import launcher_command, master_port
-
     if t.hostfile and not Path(t.hostfile).expanduser().is_file():
         raise FileNotFoundError(f"trainer.hostfile={t.hostfile}: no such file")
     cmd = launcher_command(t, run_dir, master_port(t))
@@ -85,7 +83,6 @@ def _resume_task(cfg) -> bool:
     from critic_free_rl.checkpointing import latest_step, resume_config
     from critic_free_rl.config.validate import validate
     from critic_free_rl.logging.tracker import atomic_write_text
-    from critic_free_rl.cli.multinode import for_disk, wait_for_run_config
 
     run_dir = Path(cfg.resume)
     tc = resume_config(run_dir, list(HydraConfig.get().overrides.task))
@@ -111,8 +108,6 @@ def _run_or_launch(tc, run_dir: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from critic_free_rl.cli.multinode import uses_launcher
-
     if uses_launcher(tc.trainer) and "LOCAL_RANK" not in os.environ:
         launch_ranks(run_dir, tc.trainer)
     elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -134,8 +129,6 @@ def _train_task(cfg) -> None:
         setup_environment(tc.trainer.num_ranks)
         print(f"[critic-free-rl] run directory: {run_dir.resolve()}", flush=True)
         if tc.trainer.node_rank:  # node K > 0 of a multi-node run: node 0 prepares the run directory
-            from critic_free_rl.cli.multinode import wait_for_run_config
-
             wait_for_run_config(run_dir, tc)
             _run_or_launch(tc, run_dir)
             return
