@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from critic_free_rl.cli.hydra_app import run_hydra
 from critic_free_rl.config.schema import DataConfig, TrainConfig, load_structured
 
 if TYPE_CHECKING:
@@ -119,6 +120,4 @@ def evaluate_task(cfg: DictConfig) -> None:
 
 
 def run(args: list[str]) -> None:
-    from critic_free_rl.cli.hydra_app import run_hydra
-
     run_hydra("evaluate", [f"run_dir={DEFAULT_OUTPUT}", *args], evaluate_task)

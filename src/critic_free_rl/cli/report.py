@@ -9,7 +9,8 @@ from pathlib import Path
 def run(args: list[str]) -> None:
     from critic_free_rl.report.report import default_name, write_report
 
-    parser = argparse.ArgumentParser(prog="critic-free-rl report", description="Comparison report of training runs: table, curves, TensorBoard layout.")
+    parser = argparse.ArgumentParser(prog="critic-free-rl report",
+                                     description="Comparison report of training runs: table, curves, TensorBoard layout.")
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories or folders of runs")
     parser.add_argument("--name", default=None, help="report name (default: the folder's name, or the runs' common parent's)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="parent folder of the report (default: reports)")
