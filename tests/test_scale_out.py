@@ -22,7 +22,7 @@ import torch
 from conftest import REPO, compose_train, run_cli
 
 from critic_free_rl.commands import to_train_config
-from critic_free_rl.config.validate import ConfigError
+from critic_free_rl.config.errors import ConfigError
 from critic_free_rl.multinode import launcher_command
 
 FAST = ["model.embedded=false", "rollout.group_size=4", "rollout.prompts_per_step=4", "rollout.max_new_tokens=12",

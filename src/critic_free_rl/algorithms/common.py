@@ -156,12 +156,13 @@ def split_outcome(batch: AdvantageInput) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- estimator glue
-def check_dense_mode(cfg: AlgorithmConfig, estimator: str, supported: tuple[str, ...] = DENSE_MODES) -> None:
-    """Raise a ValueError naming ``algorithm.dense_mode`` unless it is in ``supported``
-    (start-up validation checks the registered modes; this guards direct calls)."""
-    if cfg.dense_mode not in supported:
+def check_dense_mode(cfg: AlgorithmConfig, estimator: str) -> None:
+    """Raise a ValueError naming ``algorithm.dense_mode`` unless it is one of DENSE_MODES, for
+    estimators that branch on it (start-up validation checks the declared modes; this guards
+    direct calls, where an unknown mode would silently take the other branch)."""
+    if cfg.dense_mode not in DENSE_MODES:
         raise ValueError(
-            f"estimator {estimator!r} supports algorithm.dense_mode in {list(supported)}, "
+            f"estimator {estimator!r} supports algorithm.dense_mode in {list(DENSE_MODES)}, "
             f"got {cfg.dense_mode!r}"
         )
 
