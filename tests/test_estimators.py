@@ -1,4 +1,5 @@
-"""Advantage estimators: hand-computed examples, textbook equality, baseline properties."""
+"""Advantage estimators: hand-computed examples, textbook equality, baseline properties, and the
+needs each declares to start-up validation. (The shaping-bound property: test_estimator_bounds.py.)"""
 from __future__ import annotations
 
 import math
@@ -9,12 +10,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import compose_train
 from omegaconf import OmegaConf
 
-from critic_free_rl.algorithms import AdvantageInput, estimator_names, get_estimator
-from critic_free_rl.algorithms.common import discounted_cumsum, group_moments, group_sizes, zero_variance_groups
-from critic_free_rl.algorithms.grpo import step_ends, step_rewards
+from critic_free_rl.algorithms import AdvantageInput, estimator_names, estimator_spec, get_estimator
+from critic_free_rl.algorithms.common import discounted_cumsum, group_moments
 from critic_free_rl.config.schema import AlgorithmConfig
+from critic_free_rl.config.validate import ConfigError, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "algorithm"
 #: (estimator, dense_mode) pairs that are valid
@@ -34,8 +36,9 @@ def run(estimator: str, batch: AdvantageInput, dense_mode: str = "return_to_go",
     return get_estimator(estimator)(batch, cfg(estimator, dense_mode, **kw))
 
 
-def make_batch(rewards, reward_mask, lengths, group_ids, values=None):
-    """Right-padded float32 batch from nested lists; T = len(rewards[0])."""
+def make_batch(rewards, reward_mask, lengths, group_ids, values=None, outcome=None):
+    """Right-padded float32 batch from nested lists; T = len(rewards[0]). ``outcome`` [B] is
+    the part of each sample's last-token reward that is the outcome (already in ``rewards``)."""
     rewards = torch.tensor(rewards)
     response_mask = torch.arange(rewards.shape[1]) < torch.tensor(lengths)[:, None]
     return AdvantageInput(
@@ -44,14 +47,15 @@ def make_batch(rewards, reward_mask, lengths, group_ids, values=None):
         response_mask=response_mask,
         group_ids=torch.tensor(group_ids),
         values=None if values is None else torch.tensor(values),
+        outcome=None if outcome is None else torch.tensor(outcome),
     )
 
 
 def outcome_batch(scores, lengths, group_ids):
-    """Sequence-level rewards: score i on the last token of sample i."""
+    """Sequence-level rewards: score i on the last token of sample i (the outcome)."""
     flags = [[t == n - 1 for t in range(max(lengths))] for n in lengths]
     rewards = [[s * f for f in row] for s, row in zip(scores, flags)]
-    return make_batch(rewards, flags, lengths, group_ids)
+    return make_batch(rewards, flags, lengths, group_ids, outcome=scores)
 
 
 def per_token(batch: AdvantageInput, per_sample) -> torch.Tensor:
@@ -105,24 +109,42 @@ def test_gae_hand():
 
 
 def test_grpo_process_hand():
-    # step rewards of the group {1, 4 | 0, 3}: mean 2, std sqrt(10/3) -> +-0.5477, +-1.0954
-    batch = make_batch([[0, 1, 0, 4], [0, 0, 3, 0]], [[0, 1, 0, 1], [1, 0, 1, 0]], [4, 3], [0, 0])
-    a, b = 1 / math.sqrt(10 / 3), 2 / math.sqrt(10 / 3)
-    assert_close(run("grpo", batch, "process").advantages, [[a, a, b, b], [-a, a, a, 0]])
-    assert_close(run("dr_grpo", batch, "process").advantages, [[1, 1, 2, 2], [-1, 1, 1, 0]])
+    """Outcome [1, 0] z-scored on its own (+-1/sqrt(2)); step rewards {-1 at t=1 | -.5 at t=0}
+    added as plain returns-to-go, never centred or scaled (old form: pooled with the outcome)."""
+    batch = make_batch([[0, -1, 0, 1], [-0.5, 0, 0, 0]], [[0, 1, 0, 1], [1, 0, 1, 0]], [4, 3], [0, 0], outcome=[1.0, 0.0])
+    a = 0.5 / (1 / math.sqrt(2) + 1e-6)  # (1 - mean .5) / (std 1/sqrt(2) + eps)
+    assert_close(run("grpo", batch, "process").advantages, [[a - 1, a - 1, a, a], [-a - 0.5, -a, -a, 0]])
+    assert_close(run("dr_grpo", batch, "process").advantages, [[-0.5, -0.5, 0.5, 0.5], [-1, -0.5, -0.5, 0]])
 
 
-def test_grpo_process_folds_kl_tokens_into_their_step():
-    # KL penalty -0.1 on every token; steps end at t=1 and t=3 -> step rewards 0.8 and 0.8
+def test_grpo_process_puts_kl_tokens_in_the_dense_part():
+    """KL penalty -0.1 on every token, outcome [1, 0]: the outcome term is z-scored alone and the
+    KL stays on its tokens as a return-to-go (catches KL pooled into the outcome statistics)."""
     kl = -0.1
-    batch = make_batch([[kl, 1 + kl, kl, 1 + kl], [kl, kl, kl, kl]], [[0, 1, 0, 1], [0, 0, 0, 1]], [4, 4], [0, 0])
-    # pool {0.8, 0.8 | -0.4}: mean 0.4, std sqrt(0.48)
-    s = math.sqrt(0.48)
-    assert_close(run("grpo", batch, "process").advantages, [[0.8 / s] * 2 + [0.4 / s] * 2, [-0.8 / s] * 4])
+    batch = make_batch([[kl, kl, kl, 1 + kl], [kl, kl, kl, kl]], [[0, 0, 0, 1], [0, 0, 0, 1]], [4, 4], [0, 0], outcome=[1.0, 0.0])
+    a = 0.5 / (1 / math.sqrt(2) + 1e-6)
+    kl_to_go = [4 * kl, 3 * kl, 2 * kl, kl]
+    assert_close(run("grpo", batch, "process").advantages, [[a + k for k in kl_to_go], [-a + k for k in kl_to_go]])
+    # return-to-go: equal KL in both samples cancels against the leave-one-out baseline
+    assert_close(run("grpo", batch, "return_to_go").advantages, [[a + (k - 4 * kl) / 2 for k in kl_to_go],
+                                                                [-a + (k - 4 * kl) / 2 for k in kl_to_go]])
+
+
+def test_issue_example_padded_solution_gets_the_same_advantage():
+    """Issue 18: PRM scores [.8, .3] and the same solution padded to [.8, .3, .8, .8], Clip
+    eta=.5 -> steps [0, -.2] and [0, -.2, 0, 0], no correct answer. Their clipped returns are
+    equal, so every form gives both the same first-token advantage (old process GRPO: +-0.645)."""
+    batch = make_batch([[0, -0.2, 0, 0], [0, -0.2, 0, 0]], [[1, 1, 0, 0], [1, 1, 1, 1]], [2, 4], [0, 0], outcome=[0.0, 0.0])
+    for name in ("grpo", "dr_grpo"):
+        for mode in ("process", "return_to_go"):
+            first = run(name, batch, mode).advantages[:, 0]
+            assert_close(first[0], first[1])
+    assert_close(run("grpo", batch, "process").advantages, [[-0.2, -0.2, 0, 0], [-0.2, -0.2, 0, 0]])
 
 
 DENSE = dict(
-    rewards=[[0.5, 0, 1.0], [0, 0.5, 0]], reward_mask=[[1, 0, 1], [0, 1, 0]], lengths=[3, 2], group_ids=[1, 1]
+    rewards=[[0.5, 0, 1.0], [0, 0.5, 0]], reward_mask=[[1, 0, 1], [0, 1, 0]], lengths=[3, 2], group_ids=[1, 1],
+    outcome=[1.0, 0.0],
 )
 
 
@@ -131,8 +153,9 @@ def test_return_to_go_hand():
     batch = make_batch(**DENSE)
     assert_close(run("rloo", batch).advantages, [[1.0, 0.5, 0.5], [-1.0, -1.0, 0]])
     assert_close(run("dr_grpo", batch).advantages, [[0.5, 0.25, 0.25], [-0.5, -0.5, 0]])
-    r = 1 / math.sqrt(2)  # (n-1)/n / std{1.5, .5}
-    assert_close(run("grpo", batch).advantages, [[r, r / 2, r / 2], [-r, -r, 0]])
+    # GRPO: outcome [1, 0] -> +-a; dense D_0 = [.5, 0, 0], D_1 = [.5, .5] -> (n-1)/n (D - other's D_0)
+    a = 0.5 / (1 / math.sqrt(2) + 1e-6)
+    assert_close(run("grpo", batch).advantages, [[a, a - 0.25, a - 0.25], [-a, -a, 0]])
     # REINFORCE++: whiten G over 5 tokens (mean .9, std sqrt(.14)); baseline: whiten dr_grpo's
     s = math.sqrt(0.14)
     assert_close(run("reinforce_pp", batch).advantages, [[0.6 / s, 0.1 / s, 0.1 / s], [-0.4 / s, -0.4 / s, 0]])
@@ -148,30 +171,55 @@ def test_common_helpers_hand():
     assert_close(mean, [3.0, 3.0, 3.0])
     assert_close(std, [2 * math.sqrt(2), 0, 2 * math.sqrt(2)])
     assert_close(count, [2.0, 1.0, 2.0])
-    flat = zero_variance_groups(torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0]), torch.tensor([0, 0, 1, 1, 2]))
-    assert flat.tolist() == [True, True, False, False, True]
 
 
-# ----------------------------------------------------------------------- errors, groups of 1
-def test_rloo_group_of_one_raises_naming_group_size():
-    with pytest.raises(ValueError, match="rollout.group_size"):
-        run("rloo", outcome_batch([1.0, 0.0], [2, 2], [0, 1]))
-
-
-@pytest.mark.parametrize("estimator, dense_mode", [f for f in FORMS if f[0] in ("grpo", "dr_grpo", "reinforce_pp_baseline")])
+# ----------------------------------------------------------------------- declared needs, groups of 1
+@pytest.mark.parametrize("estimator, dense_mode", [f for f in FORMS if estimator_spec(f[0]).group_baseline])
 def test_group_of_one_gets_zero_advantage(estimator, dense_mode):
+    """A prompt sampled once has no group to compare with (RLOO used to divide by zero)."""
     assert (run(estimator, outcome_batch([1.0, 0.3], [2, 1], [0, 1]), dense_mode).advantages == 0).all()
 
 
-def test_bad_config_errors():
-    batch = outcome_batch(**ONE_GROUP)
-    for name in ("rloo", "reinforce_pp", "reinforce_pp_baseline"):
-        with pytest.raises(ValueError, match="algorithm.dense_mode"):
-            run(name, batch, "process")
+def test_forms_are_the_registered_declarations():
+    """FORMS (used by the properties here) is every built-in critic-free (estimator, dense mode)
+    pair the registry declares, plus GAE (which takes rewards per token, whatever the mode);
+    catches a declaration that drifts from what is tested."""
+    builtin = [n for n in estimator_names() if get_estimator(n).__module__.startswith("critic_free_rl.")]
+    critic_free = [(n, m) for n in builtin if not estimator_spec(n).critic for m in estimator_spec(n).dense_modes]
+    assert sorted(FORMS) == sorted([*critic_free, ("gae", "process")])
+    assert {n for n in builtin if estimator_spec(n).group_baseline} == {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
+    assert [n for n in builtin if estimator_spec(n).critic] == ["gae"]
+
+
+def test_direct_call_errors():
     with pytest.raises(ValueError, match="algorithm.dense_mode"):
-        run("grpo", batch, "bogus")
+        run("grpo", outcome_batch(**ONE_GROUP), "bogus")
     with pytest.raises(ValueError, match="use_critic"):
-        run("gae", batch)
+        run("gae", outcome_batch(**ONE_GROUP))
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["algorithm=rloo", "algorithm.dense_mode=process"],
+         "algorithm.dense_mode='process' is not valid for estimator 'rloo'; valid choices: ['return_to_go']"),
+        (["algorithm=reinforce_pp_baseline", "rollout.group_size=1"], "rollout.group_size=1: algorithm 'reinforce_pp_baseline'"),
+        (["algorithm=dr_grpo", "rollout.group_size=1"], "needs at least 2 samples per prompt"),
+        (["algorithm=ppo", "algorithm.use_critic=false"], "estimator 'gae' needs a critic: set algorithm.use_critic=true"),
+        (["algorithm=grpo", "algorithm.use_critic=true"], "estimator 'grpo' takes no critic: set algorithm.use_critic=false"),
+        (["algorithm.estimator=foo"], "algorithm.estimator='foo' is not valid; valid choices: ['dr_grpo', 'gae', 'grpo'"),
+    ],
+)
+def test_validation_reads_the_declared_needs(overrides, expected):
+    """Start-up validation applies each estimator's registered needs (no hard-coded lists)."""
+    with pytest.raises(ConfigError) as err:
+        validate(OmegaConf.to_object(compose_train(*overrides)))
+    assert expected in str(err.value)
+
+
+def test_reinforce_pp_takes_groups_of_one():
+    """No group baseline declared, so group_size=1 passes validation."""
+    validate(OmegaConf.to_object(compose_train("algorithm=reinforce_pp", "rollout.group_size=1")))
 
 
 def test_yaml_configs_validate_and_name_registered_estimators():
@@ -180,6 +228,7 @@ def test_yaml_configs_validate_and_name_registered_estimators():
     for f in files:
         conf = OmegaConf.merge(OmegaConf.structured(AlgorithmConfig), OmegaConf.load(f))
         assert conf.name == f.stem and conf.estimator in estimator_names()
+        validate(OmegaConf.to_object(compose_train(f"algorithm={f.stem}")))
 
 
 # ----------------------------------------------------------------------- properties
@@ -193,14 +242,17 @@ def batches(draw, dense: bool = True, min_group: int = 2, dtype=torch.float64):
     reward_mask = torch.arange(T) == (lengths - 1)[:, None]
     if dense:
         reward_mask |= (torch.rand(B, T, generator=gen) < 0.4) & response_mask
-    rewards = torch.randint(-2, 3, (B, T), generator=gen).to(dtype) / 2 * reward_mask
-    if dense and draw(st.booleans()):  # KL-in-reward tokens
-        rewards = rewards - 0.05 * torch.rand(B, T, generator=gen, dtype=dtype) * response_mask
+    outcome = torch.randint(-2, 3, (B,), generator=gen).to(dtype) / 2
+    rewards = outcome[:, None] * (torch.arange(T) == (lengths - 1)[:, None])
+    if dense:  # step rewards (one may share the last token with the outcome) and KL-in-reward tokens
+        rewards = rewards + torch.randint(-2, 3, (B, T), generator=gen).to(dtype) / 2 * reward_mask
+        if draw(st.booleans()):
+            rewards = rewards - 0.05 * torch.rand(B, T, generator=gen, dtype=dtype) * response_mask
     perm = torch.randperm(B, generator=gen)
     return AdvantageInput(
         token_rewards=rewards[perm], reward_mask=reward_mask[perm], response_mask=response_mask[perm],
         group_ids=(torch.arange(n_groups).repeat_interleave(size) * 10 + 3)[perm],
-        values=torch.randn(B, T, generator=gen, dtype=dtype)[perm],
+        values=torch.randn(B, T, generator=gen, dtype=dtype)[perm], outcome=outcome[perm],
     )
 
 
@@ -237,30 +289,29 @@ def test_sequence_level_rewards_match_textbook(batch):
 @settings(max_examples=25, deadline=None)
 @given(batch=batches(min_group=1, dtype=torch.float32), dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_zero_outside_response_and_shapes_dtypes(batch, dtype):
-    batch.token_rewards, batch.values = batch.token_rewards.to(dtype), batch.values.to(dtype)
-    singleton = bool((group_sizes(batch.group_ids) < 2).any())
+    batch.token_rewards, batch.values, batch.outcome = (x.to(dtype) for x in (batch.token_rewards, batch.values, batch.outcome))
     for estimator, dense_mode in FORMS:
-        if estimator == "rloo" and singleton:
-            continue
         out = run(estimator, batch, dense_mode)
         for t in (out.advantages, out.returns):
             assert t.shape == batch.token_rewards.shape and t.dtype == dtype
             assert (t[~batch.response_mask] == 0).all() and torch.isfinite(t).all()
 
 
-def loo_baseline(estimator: str, batch: AdvantageInput) -> torch.Tensor:
-    """b_{i,t} [B, T] recovered from A_{i,t} = scale_i * (G_{i,t} - b_{i,t}) (return-to-go forms)."""
+def own_return_removed(estimator: str, batch: AdvantageInput) -> torch.Tensor:
+    """[B, T]: A_{i,t} - c_i G_{i,t} (return-to-go forms), c = 1 (RLOO) or (n-1)/n (GRPO family):
+    what is left is the baseline (times -c), plus GRPO's outcome term."""
     out = run(estimator, batch)
-    _, std, n = group_moments(batch.token_rewards.sum(-1), batch.group_ids)
-    scale = {"rloo": torch.ones_like(n), "dr_grpo": (n - 1) / n, "grpo": (n - 1) / n / (std + 1e-6)}[estimator]
-    return (out.returns - out.advantages / scale[:, None]) * batch.response_mask
+    n = group_moments(batch.token_rewards.sum(-1), batch.group_ids)[2]
+    scale = torch.ones_like(n) if estimator == "rloo" else (n - 1) / n
+    return (out.advantages - scale[:, None] * out.returns) * batch.response_mask
 
 
 @settings(max_examples=25, deadline=None)
 @given(batch=batches(), data=st.data())
 def test_return_to_go_baseline_ignores_own_rewards(batch, data):
-    """RLOO, Dr. GRPO and GRPO (return_to_go): at every token b_{i,t} = mean_{j != i} R_j, unchanged
-    when sample i's rewards change (for GRPO after undoing its std scale, which depends on them)."""
+    """RLOO, Dr. GRPO and GRPO (return_to_go): changing sample i's step/KL rewards (its outcome
+    kept) moves its advantages only through its own G_{i,t}: the baseline is the other samples'
+    mean return, b_{i,t} = mean_{j != i} R_j (checked for RLOO and Dr. GRPO)."""
     i = data.draw(st.integers(0, batch.group_ids.shape[0] - 1))
     changed = AdvantageInput(**vars(batch))
     changed.token_rewards = batch.token_rewards.clone()
@@ -268,22 +319,23 @@ def test_return_to_go_baseline_ignores_own_rewards(batch, data):
     changed.token_rewards *= batch.response_mask
     scores, gids = batch.token_rewards.sum(-1).tolist(), batch.group_ids.tolist()
     loo = statistics.fmean(r for j, r in enumerate(scores) if gids[j] == gids[i] and j != i)
+    n = gids.count(gids[i])
     for estimator in ("rloo", "dr_grpo", "grpo"):
-        before, after = loo_baseline(estimator, batch), loo_baseline(estimator, changed)
-        torch.testing.assert_close(before[i], loo * batch.response_mask[i].double(), atol=1e-6, rtol=1e-6)
+        before, after = own_return_removed(estimator, batch), own_return_removed(estimator, changed)
         torch.testing.assert_close(before[i], after[i], atol=1e-6, rtol=1e-6)
+        if estimator != "grpo":
+            scale = 1.0 if estimator == "rloo" else (n - 1) / n
+            torch.testing.assert_close(before[i], -scale * loo * batch.response_mask[i].double(), atol=1e-6, rtol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)
 @given(batch=batches())
-def test_grpo_process_normalises_step_rewards_per_group(batch):
-    """GRPO process form: the per-step terms s~ = A_t - A_{t+1} at step ends have group mean 0
-    and group std sigma / (sigma + eps), sigma = std of the group's step rewards s (own included)."""
+def test_grpo_process_is_outcome_zscore_plus_dense_return(batch):
+    """GRPO process form: A_{i,t} - D_{i,t} is one value per sample, the z-score of the outcome
+    in its group (catches step rewards pooled into, or centred by, the group statistics)."""
     adv = run("grpo", batch, "process").advantages
-    normalized = adv - torch.nn.functional.pad(adv[:, 1:], (0, 1))
-    ends = step_ends(batch.reward_mask, batch.response_mask)
-    assert (normalized[~ends].abs() < 1e-9).all()
-    mean, std, _ = group_moments(normalized, batch.group_ids, ends)
-    sigma = group_moments(step_rewards(batch.token_rewards, ends, batch.response_mask), batch.group_ids, ends)[1]
-    torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-9, rtol=0)
-    torch.testing.assert_close(std, sigma / (sigma + 1e-6), atol=1e-9, rtol=0)
+    last = torch.nn.functional.pad(batch.response_mask[:, 1:], (0, 1), value=False) ^ batch.response_mask
+    dense = discounted_cumsum(batch.token_rewards - batch.outcome[:, None] * last, batch.response_mask, 1.0)
+    mean, std, _ = group_moments(batch.outcome, batch.group_ids)
+    expected = (batch.outcome - mean) / (std + 1e-6)
+    torch.testing.assert_close(adv - dense, expected[:, None] * batch.response_mask, atol=1e-9, rtol=0)

@@ -10,11 +10,11 @@ from critic_free_rl.algorithms.losses import (
     aggregate,
     entropy_from_logits,
     kl_penalty,
-    kl_reward,
     policy_loss,
     policy_objective,
     value_loss,
 )
+from critic_free_rl.algorithms.reward_terms import add_kl_penalty, flat_groups
 from critic_free_rl.config.schema import AlgorithmConfig
 
 LN2 = math.log(2.0)
@@ -56,7 +56,6 @@ def test_kl_estimators_hand():
     close(kl_penalty(logp, ref, "k1"), [[LN2]])
     close(kl_penalty(logp, ref, "k2"), [[0.5 * LN2**2]])  # 0.240227
     close(kl_penalty(logp, ref, "k3"), [[0.5 - 1 + LN2]])  # 0.193147
-    close(kl_reward(logp, ref, 0.05), [[-0.05 * LN2]])
     for estimator in ("k1", "k2", "k3"):
         close(kl_penalty(ref, ref, estimator), [[0.0]])
     with pytest.raises(ValueError, match="kl_estimator"):
@@ -143,3 +142,21 @@ def test_policy_objective_errors():
         policy_objective(x, x, x, mask, AlgorithmConfig(name="grpo", kl_in="none", entropy_coef=0.1))
     with pytest.raises(ValueError, match="kl_in"):
         policy_objective(x, x, x, mask, AlgorithmConfig(name="grpo", kl_in="both"))
+
+
+def test_add_kl_penalty_hand():
+    """k1 = old_logp - ref_logp on response tokens only, times -coef into the reward; the
+    per-sample sum is the KL itself (catches a wrong sign, the coef in the KL, or padding paid)."""
+    old = torch.tensor([[math.log(0.5), math.log(0.5), 0.0], [math.log(0.25), 0.0, 0.0]])
+    ref = torch.tensor([[math.log(0.25), math.log(0.5), 9.0], [math.log(0.5), 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    rewards = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    out, kl = add_kl_penalty(rewards, old, ref, mask, 0.1)
+    close(out, [[-0.1 * LN2, 1.0, 0.0], [2.0 + 0.1 * LN2, 0.0, 0.0]])
+    close(kl, [LN2, -LN2])
+
+
+def test_flat_groups_hand():
+    """Groups whose scores are all equal (and groups of one) are flat; ids need not be contiguous."""
+    flat = flat_groups(torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, 0.5, 0.5]), torch.tensor([4, 4, 1, 1, 9, 3, 3]))
+    assert flat.tolist() == [True, True, False, False, True, True, True]

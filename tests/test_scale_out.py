@@ -21,9 +21,9 @@ import pytest
 import torch
 from conftest import REPO, compose_train, run_cli
 
-from critic_free_rl.config.loading import to_train_config
-from critic_free_rl.config.validate import ConfigError
 from critic_free_rl.cli.multinode import launcher_command
+from critic_free_rl.config.errors import ConfigError
+from critic_free_rl.config.loading import to_train_config
 
 FAST = ["model.embedded=false", "rollout.group_size=4", "rollout.prompts_per_step=4", "rollout.max_new_tokens=12",
         "trainer.total_steps=2", "trainer.eval_every=1", "eval.max_new_tokens=12", "eval.num_samples=0",

@@ -19,8 +19,7 @@ import torch
 import torch.distributed as dist
 
 from critic_free_rl.algorithms import AdvantageInput, get_estimator
-from critic_free_rl.algorithms.common import zero_variance_groups
-from critic_free_rl.algorithms.losses import kl_reward
+from critic_free_rl.algorithms.reward_terms import add_kl_penalty, flat_groups
 from critic_free_rl.backends.distributed import World
 from critic_free_rl.backends.learner import Learner, UpdateInputs
 from critic_free_rl.backends.sequences import pack
@@ -164,13 +163,14 @@ class Trainer:
         mask = packed.response_mask
         kl_part = torch.zeros(len(batch))
         if a.kl_in == "reward" and ref_logp is not None:
-            pen = kl_reward(old_logp, ref_logp, a.kl_coef).masked_fill(~mask, 0.0)
-            token_rewards = token_rewards + pen
-            kl_part = pen.sum(1)
+            token_rewards, kl = add_kl_penalty(token_rewards, old_logp, ref_logp, mask, a.kl_coef)
+            kl_part = -a.kl_coef * kl
+        rc = self.cfg.reward  # the sequence-level terms on the last token: success and the ORM's score
+        outcome = rc.success_coef * scored.success + (rc.dense_coef * torch.tensor(scored.orm_scores) if scored.orm_scores else 0.0)
         with T.phase("advantage"):
-            adv = self.estimator(AdvantageInput(token_rewards, scored.reward_mask, mask, batch.group_ids, values), a)
+            adv = self.estimator(AdvantageInput(token_rewards, scored.reward_mask, mask, batch.group_ids, values, outcome), a)
         loss_mask = mask.clone()
-        flat = zero_variance_groups(scored.success + scored.dense_return, batch.group_ids)
+        flat = flat_groups(scored.success + scored.dense_return, batch.group_ids)
         if a.filter_zero_variance_groups:
             loss_mask &= ~flat.unsqueeze(1)
         bad = ~torch.isfinite(token_rewards).all(1) | ~torch.isfinite(adv.advantages).all(1)

@@ -5,7 +5,9 @@ Importing this package registers every estimator module listed below.
 from critic_free_rl.algorithms.registry import (  # noqa: F401
     AdvantageInput,
     AdvantageOutput,
+    EstimatorSpec,
     estimator_names,
+    estimator_spec,
     get_estimator,
     register_estimator,
 )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from critic_free_rl.algorithms.registry import AdvantageInput, AdvantageOutput
+from critic_free_rl.algorithms.registry import DENSE_MODES, AdvantageInput, AdvantageOutput
 
 if TYPE_CHECKING:
     from critic_free_rl.config.schema import AlgorithmConfig
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 GROUP_STD_EPS = 1e-6
 #: added to the batch variance before whitening
 WHITEN_EPS = 1e-8
-DENSE_MODES = ("process", "return_to_go")
 
 
 # --------------------------------------------------------------------------- masked
@@ -82,9 +81,17 @@ def group_moments(
     return mean, std, count
 
 
-def leave_one_out_mean(x: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """[B] -> [B]: b_i = mean_{j != i, g_j = g_i} x_j (undefined for groups of size 1)."""
-    return (group_sum(x, group_ids) - x) / (group_sizes(group_ids, x.dtype) - 1)
+def leave_one_out_centred(
+    returns: torch.Tensor, seq_returns: torch.Tensor, group_ids: torch.Tensor
+) -> torch.Tensor:
+    """[B, T]: G_{i,t} - mean_{j != i, g_j = g_i} R_j; 0 for a group of one (no other sample).
+
+    ``returns`` G [B, T], ``seq_returns`` R [B]. The baseline uses only the other
+    samples' returns, so it never depends on sample i's actions.
+    """
+    n = group_sizes(group_ids, seq_returns.dtype)
+    others = (group_sum(seq_returns, group_ids) - seq_returns) / (n - 1).clamp(min=1)
+    return torch.where((n > 1)[:, None], returns - others[:, None], 0.0)
 
 
 def group_centered_returns(
@@ -94,18 +101,11 @@ def group_centered_returns(
 
         C_{i,t} = (n-1)/n * (G_{i,t} - mean_{j != i} R_j)
 
-    The subtracted baseline uses only the other samples' returns R_j, so it never
-    depends on sample i's actions. With sequence-level rewards G_{i,t} = R_i and
-    C_i = R_i - mean_j R_j (the textbook group-mean centring). 0 for groups of size 1.
+    With sequence-level rewards G_{i,t} = R_i and C_i = R_i - mean_j R_j (the textbook
+    group-mean centring). 0 for groups of size 1.
     """
     n = group_sizes(group_ids, seq_returns.dtype)
-    others = group_sum(seq_returns, group_ids) - seq_returns
-    return ((n - 1) / n)[:, None] * returns - (others / n)[:, None]
-
-
-def zero_variance_groups(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """bool [B]: sample i's group has identical scores (or one sample) - no signal."""
-    return group_moments(scores, group_ids)[1] == 0
+    return ((n - 1) / n)[:, None] * leave_one_out_centred(returns, seq_returns, group_ids)
 
 
 # --------------------------------------------------------------------------- time
@@ -136,12 +136,33 @@ def sequence_scores(token_rewards: torch.Tensor, response_mask: torch.Tensor) ->
     return (token_rewards * response_mask).sum(-1)
 
 
+def last_token(response_mask: torch.Tensor) -> torch.Tensor:
+    """bool [B, T]: each sample's last response token."""
+    next_in_response = torch.nn.functional.pad(response_mask[:, 1:], (0, 1), value=False)
+    return response_mask & ~next_in_response
+
+
+def split_outcome(batch: AdvantageInput) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o [B], d [B, T]): the outcome and the rest of ``token_rewards`` (step rewards + KL).
+
+    ``d = token_rewards - o * [t = last response token]``. Without ``batch.outcome`` the
+    rewards are taken as sequence-level: o_i = sum_t r_{i,t} and d = 0.
+    """
+    if batch.outcome is None:
+        return sequence_scores(batch.token_rewards, batch.response_mask), torch.zeros_like(batch.token_rewards)
+    outcome = batch.outcome.to(batch.token_rewards.dtype)
+    rest = batch.token_rewards - outcome[:, None] * last_token(batch.response_mask)
+    return outcome, rest * batch.response_mask
+
+
 # --------------------------------------------------------------------------- estimator glue
-def check_dense_mode(cfg: AlgorithmConfig, supported: tuple[str, ...], estimator: str) -> None:
-    """Raise a ValueError naming ``algorithm.dense_mode`` unless it is in ``supported``."""
-    if cfg.dense_mode not in supported:
+def check_dense_mode(cfg: AlgorithmConfig, estimator: str) -> None:
+    """Raise a ValueError naming ``algorithm.dense_mode`` unless it is one of DENSE_MODES, for
+    estimators that branch on it (start-up validation checks the declared modes; this guards
+    direct calls, where an unknown mode would silently take the other branch)."""
+    if cfg.dense_mode not in DENSE_MODES:
         raise ValueError(
-            f"estimator {estimator!r} supports algorithm.dense_mode in {list(supported)}, "
+            f"estimator {estimator!r} supports algorithm.dense_mode in {list(DENSE_MODES)}, "
             f"got {cfg.dense_mode!r}"
         )
 

@@ -61,11 +61,6 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> to
     raise ValueError(f"unknown algorithm.kl_estimator {estimator!r}; valid choices: {list(KL_ESTIMATORS)}")
 
 
-def kl_reward(logp: torch.Tensor, ref_logp: torch.Tensor, kl_coef: float) -> torch.Tensor:
-    """Per-token KL-in-reward penalty [B, T]: -kl_coef * k1 (detached; add to token_rewards)."""
-    return -kl_coef * kl_penalty(logp, ref_logp, "k1").detach()
-
-
 def policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,

@@ -1,6 +1,7 @@
 """RLOO advantages (Ahmadian et al. 2024, "Back to Basics", arXiv 2402.14740).
 
-Shapes: token_rewards [B, T], group_ids [B] (n samples per prompt, n >= 2).
+Shapes: token_rewards [B, T], group_ids [B] (n samples per prompt; validation asks n >= 2,
+a group of one gets zero advantages).
 Each sample is baselined by the mean return of the *other* samples of its group::
 
     b_i     = mean_{j != i, g_j = g_i} R_j            R_j = sum_t r_{j,t}
@@ -9,37 +10,26 @@ Each sample is baselined by the mean return of the *other* samples of its group:
 With sequence-level rewards (only the last token carries one) G_{i,t} = R_i, so
 A_{i,t} = R_i - b_i, the textbook RLOO. Dense rewards enter only this return-to-go way
 (``dense_mode: return_to_go``): b_i never depends on sample i's actions, so the estimator
-stays unbiased. The KL penalty (``kl_in: reward``) is part of r, hence of R_j and G_{i,t}.
+stays unbiased. The success term and the KL penalty (``kl_in: reward``) are part of r,
+hence of R_j and G_{i,t}. A step worth 0 changes no advantage and a negative step lowers
+G_{i,t} of the tokens before it while b_i stays: the shaping's bound is kept.
 ``cfg.global_norm`` additionally whitens the advantages over the masked batch.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from critic_free_rl.algorithms.common import (
-    check_dense_mode,
-    group_sizes,
-    leave_one_out_mean,
-    make_output,
-    returns_to_go,
-    sequence_scores,
-)
+from critic_free_rl.algorithms.common import leave_one_out_centred, make_output, returns_to_go, sequence_scores
 from critic_free_rl.algorithms.registry import AdvantageInput, AdvantageOutput, register_estimator
 
 if TYPE_CHECKING:
     from critic_free_rl.config.schema import AlgorithmConfig
 
 
-@register_estimator("rloo")
+@register_estimator("rloo", group_baseline=True, dense_modes=("return_to_go",))
 def rloo(batch: AdvantageInput, cfg: AlgorithmConfig) -> AdvantageOutput:
     """Leave-one-out baselined returns-to-go; ``returns`` = G_{i,t} [B, T]."""
-    check_dense_mode(cfg, ("return_to_go",), "rloo")
-    if bool((group_sizes(batch.group_ids) < 2).any()):
-        raise ValueError(
-            "rloo needs at least 2 samples per prompt for its leave-one-out baseline; "
-            "set rollout.group_size >= 2 (found a group of size 1)"
-        )
     returns = returns_to_go(batch)
     seq_returns = sequence_scores(batch.token_rewards, batch.response_mask)
-    advantages = returns - leave_one_out_mean(seq_returns, batch.group_ids)[:, None]
+    advantages = leave_one_out_centred(returns, seq_returns, batch.group_ids)
     return make_output(advantages, returns, batch.response_mask, whiten=cfg.global_norm)

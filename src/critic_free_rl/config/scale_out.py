@@ -2,6 +2,8 @@
 checkpoints, LoRA); called by :func:`critic_free_rl.config.validate.validate`."""
 from __future__ import annotations
 
+from critic_free_rl.config.errors import ConfigError
+from critic_free_rl.config.errors import choice as _choice
 from critic_free_rl.config.schema import TrainConfig
 
 LAUNCHERS = {"pdsh", "openmpi", "mvapich", "slurm", "mpich", "impi"}
@@ -9,8 +11,6 @@ DTYPES = {"float32", "bfloat16", "float16"}
 
 
 def validate_scale_out(cfg: TrainConfig) -> None:
-    from critic_free_rl.config.validate import ConfigError, _choice
-
     m, t, ro = cfg.model, cfg.trainer, cfg.rollout
     _choice("model.dtype", m.dtype, DTYPES)
     if t.offload_params and t.zero_stage != 3:

@@ -276,4 +276,7 @@ class TrainConfig:
     overwrite: bool = False
     resume: Optional[str] = None
     experiment: str = "default"
+    #: modules (dotted names or .py paths) imported at start-up in every process, before
+    #: validation: estimators registered from outside the package (config/plugins.py)
+    plugins: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)

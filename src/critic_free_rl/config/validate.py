@@ -5,22 +5,13 @@ Each error names the offending key and, where there is a closed set, the valid c
 """
 from __future__ import annotations
 
-from typing import Collection
-
-from critic_free_rl.config.schema import DataConfig, TrainConfig
+from critic_free_rl.config.errors import ConfigError
+from critic_free_rl.config.errors import choice as _choice
+from critic_free_rl.config.plugins import import_plugins
 from critic_free_rl.config.scale_out import validate_scale_out
+from critic_free_rl.config.schema import AlgorithmConfig, DataConfig, TrainConfig
 
-GROUP_BASELINE_ESTIMATORS = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run (names the key and, where closed, the valid choices)."""
-
-
-def _choice(key: str, value: object, valid: Collection[object]) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is one of ``valid``."""
-    if value not in valid:
-        raise ConfigError(f"{key}={value!r} is not valid; valid choices: {sorted(valid)}")
+__all__ = ["ConfigError", "validate"]
 
 
 def _validate_data(d: DataConfig) -> None:
@@ -41,18 +32,36 @@ def _validate_data(d: DataConfig) -> None:
 WARMSTART_KEYS = {"steps", "batch_size", "lr", "seed", "stop_at_accuracy", "eval_every", "eval_problems", "early_answer_frac"}
 
 
+def _validate_estimator(a: AlgorithmConfig, group_size: int) -> None:
+    """The needs the estimator declared when it registered (see ``algorithms/registry.py``)."""
+    from critic_free_rl.algorithms import estimator_names, estimator_spec
+
+    _choice("algorithm.estimator", a.estimator, set(estimator_names()))
+    spec = estimator_spec(a.estimator)
+    if a.dense_mode not in spec.dense_modes:
+        raise ConfigError(f"algorithm.dense_mode={a.dense_mode!r} is not valid for estimator {a.estimator!r}; "
+                          f"valid choices: {list(spec.dense_modes)}")
+    if spec.group_baseline and group_size < 2:
+        raise ConfigError(f"rollout.group_size={group_size}: algorithm {a.name!r} (estimator {a.estimator!r}) uses a group "
+                          "baseline and needs at least 2 samples per prompt")
+    if a.use_critic != spec.critic:
+        need = "needs a critic: set algorithm.use_critic=true" if spec.critic else "takes no critic: set algorithm.use_critic=false"
+        raise ConfigError(f"algorithm.use_critic={str(a.use_critic).lower()}: estimator {a.estimator!r} {need}")
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Cross-field checks of a composed config; raises :class:`ConfigError` on the first problem."""
-    from critic_free_rl.algorithms import estimator_names
+    """Cross-field checks of a composed config; raises :class:`ConfigError` on the first problem.
+
+    Imports ``cfg.plugins`` first, so an estimator they register is known (and checked)."""
     from critic_free_rl.algorithms.losses import KL_ESTIMATORS, KL_PLACEMENTS, LOSS_AGG_MODES
     from critic_free_rl.rewards.pipeline import REWARD_MODES
 
+    import_plugins(cfg.plugins)
     a, r, ro, t = cfg.algorithm, cfg.reward, cfg.rollout, cfg.trainer
-    _choice("algorithm.estimator", a.estimator, set(estimator_names()))
+    _validate_estimator(a, ro.group_size)
     _choice("algorithm.loss_agg", a.loss_agg, set(LOSS_AGG_MODES))
     _choice("algorithm.kl_in", a.kl_in, set(KL_PLACEMENTS))
     _choice("algorithm.kl_estimator", a.kl_estimator, set(KL_ESTIMATORS))
-    _choice("algorithm.dense_mode", a.dense_mode, {"process", "return_to_go"})
     _choice("reward.name", r.name, set(REWARD_MODES))
     _choice("rollout.engine", ro.engine, {"vllm", "hf"})
     _choice("trainer.backend", t.backend, {"deepspeed", "torch"})
@@ -62,8 +71,6 @@ def validate(cfg: TrainConfig) -> None:
     if unknown:
         raise ConfigError(f"model.warmstart has unknown key(s) {unknown}; valid keys: {sorted(WARMSTART_KEYS)}")
     validate_scale_out(cfg)
-    if a.estimator in GROUP_BASELINE_ESTIMATORS and ro.group_size < 2:
-        raise ConfigError(f"rollout.group_size={ro.group_size}: algorithm {a.name!r} uses a group baseline and needs at least 2 samples per prompt")
     if ro.group_size < 1 or ro.prompts_per_step < 1:
         raise ConfigError("rollout.group_size and rollout.prompts_per_step must be positive")
     if ro.cpu_kvcache_gib is not None and not ro.cpu_kvcache_gib > 0:
@@ -73,10 +80,6 @@ def validate(cfg: TrainConfig) -> None:
     samples = ro.prompts_per_step // t.num_ranks * ro.group_size
     if samples % a.num_minibatches:
         raise ConfigError(f"algorithm.num_minibatches={a.num_minibatches} does not divide the {samples} samples per rank per step (rollout.prompts_per_step / trainer.num_ranks * rollout.group_size)")
-    if a.use_critic and a.estimator != "gae":
-        raise ConfigError(f"algorithm.use_critic=true needs algorithm.estimator=gae (got {a.estimator!r})")
-    if a.estimator == "gae" and not a.use_critic:
-        raise ConfigError("algorithm.estimator=gae needs algorithm.use_critic=true")
     if REWARD_MODES[r.name] is not None:
         if not r.prm:
             raise ConfigError(f"reward.name={r.name!r} needs a PRM: set reward.prm (a hub name, a path, or 'embedded')")
