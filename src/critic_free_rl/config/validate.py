@@ -45,7 +45,7 @@ def validate(cfg: TrainConfig) -> None:
     """Cross-field checks of a composed config; raises :class:`ConfigError` on the first problem."""
     from critic_free_rl.algorithms import estimator_names
     from critic_free_rl.algorithms.losses import KL_ESTIMATORS, KL_PLACEMENTS, LOSS_AGG_MODES
-    from critic_free_rl.rewards.pipeline import REWARD_MODES
+    from critic_free_rl.rewards.shaping import validate_reward
 
     a, r, ro, t = cfg.algorithm, cfg.reward, cfg.rollout, cfg.trainer
     _choice("algorithm.estimator", a.estimator, set(estimator_names()))
@@ -53,7 +53,7 @@ def validate(cfg: TrainConfig) -> None:
     _choice("algorithm.kl_in", a.kl_in, set(KL_PLACEMENTS))
     _choice("algorithm.kl_estimator", a.kl_estimator, set(KL_ESTIMATORS))
     _choice("algorithm.dense_mode", a.dense_mode, {"process", "return_to_go"})
-    _choice("reward.name", r.name, set(REWARD_MODES))
+    validate_reward(r)
     _choice("rollout.engine", ro.engine, {"vllm", "hf"})
     _choice("trainer.backend", t.backend, {"deepspeed", "torch"})
     _choice("trainer.zero_stage", t.zero_stage, {0, 1, 2, 3})
@@ -77,15 +77,5 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"algorithm.use_critic=true needs algorithm.estimator=gae (got {a.estimator!r})")
     if a.estimator == "gae" and not a.use_critic:
         raise ConfigError("algorithm.estimator=gae needs algorithm.use_critic=true")
-    if REWARD_MODES[r.name] is not None:
-        if not r.prm:
-            raise ConfigError(f"reward.name={r.name!r} needs a PRM: set reward.prm (a hub name, a path, or 'embedded')")
-        _choice("reward.prm_kind", r.prm_kind, {"token_cls", "tag_lm"})
-        if r.prm_kind == "token_cls" and not r.prm_separator:
-            raise ConfigError("reward.prm_kind=token_cls needs reward.prm_separator (the token the PRM is read at)")
-        if r.prm_kind == "tag_lm" and not (r.step_tag and r.prm_positive_token and r.prm_negative_token):
-            raise ConfigError("reward.prm_kind=tag_lm needs reward.step_tag, reward.prm_positive_token and reward.prm_negative_token")
-    if r.name == "orm" and not r.orm:
-        raise ConfigError("reward.name='orm' needs reward.orm (an outcome reward model name or path)")
     if t.total_steps < 1:
         raise ConfigError(f"trainer.total_steps={t.total_steps} must be at least 1")
