@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from critic_free_rl.config.schema import RewardConfig
 from critic_free_rl.models.tiny import build_char_tokenizer, build_tiny_model
 from critic_free_rl.rewards.pipeline import RewardPipeline, ScoredBatch, score_records
+from critic_free_rl.rewards.shaping import REWARD_MODES
 
 SEP = "<extra_0>"
 PROMPT = "17 + 25 - 8 + 4 = ?\n"
@@ -35,7 +36,7 @@ def _cfg(name: str, shaping: str, prm_path: str, **kw) -> RewardConfig:
 
 @pytest.fixture(scope="module")
 def pipelines(prm_path: str) -> Iterator[dict[str, RewardPipeline]]:
-    modes = {"success": "none", "pr": "none", "pr_clip": "clip", "pr_delta": "delta"}
+    modes = {"success": "none", "pr": "none", "pr_clip": "clip", "pr_delta": "delta", "pr_min": "min", "pr_progress": "progress"}
     pipes = {name: RewardPipeline(_cfg(name, shaping, prm_path, verify_timeout_s=1.5), TOK)
              for name, shaping in modes.items()}
     yield pipes
@@ -147,3 +148,82 @@ def test_config_errors(prm_path: str) -> None:
         RewardPipeline(_cfg("pr_bonus", "none", prm_path), TOK)
     with pytest.raises(ValueError, match="step_tag"):
         RewardPipeline(replace(_cfg("success", "none", prm_path), step_split="tag"), TOK)
+
+
+@given(st.lists(lines, min_size=1, max_size=3))
+@FEW
+def test_pr_min_return_from_each_step_is_the_suffix_min(
+        pipelines: dict[str, RewardPipeline], samples: list[list[str]]) -> None:
+    """On the tokens: the dense rewards from a step's last token on add up to dense_coef *
+    min of the PRM scores from that step on (catches a shape placed on the wrong tokens)."""
+    batch = _score(pipelines["pr_min"], ["\n".join(s) for s in samples])
+    for i in range(len(samples)):
+        dense, r = _dense_part(batch, i), batch.prm_scores[i]
+        returns = [float(dense[t:].sum()) for t in batch.step_end_tokens[i]]
+        assert returns == pytest.approx([2.0 * min(r[k:]) for k in range(len(r))], abs=1e-5)
+
+
+def test_pr_progress_reads_the_prompt_score_and_telescopes(pipelines: dict[str, RewardPipeline], prm_path: str) -> None:
+    """r_0 is the PRM's token_cls output at a SEP right after [BOS] prompt, and the dense
+    return from the first step is dense_coef * (r_K - r_0)."""
+    from transformers import AutoModelForTokenClassification
+
+    prm_tok = pipelines["pr_progress"].prm.tokenizer
+    batch = _score(pipelines["pr_progress"], [EXAMPLE, "\\boxed{37}", ""])
+    model = AutoModelForTokenClassification.from_pretrained(prm_path)
+    ids = [prm_tok.bos_token_id] if prm_tok.bos_token_id is not None else []
+    ids += prm_tok(PROMPT, add_special_tokens=False).input_ids + [prm_tok.convert_tokens_to_ids(SEP)]
+    with torch.no_grad():
+        r0 = float(model(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1)[1])
+    assert batch.prm_prompt_scores == pytest.approx([r0] * 3, abs=1e-5)
+    for i in range(2):
+        r = batch.prm_scores[i]
+        assert batch.shaped[i] == pytest.approx([b - a for a, b in zip([r0] + r[:-1], r)], abs=1e-5)
+        assert float(_dense_part(batch, i).sum()) == pytest.approx(2.0 * (r[-1] - r0), abs=1e-5)
+    assert batch.shaped[2] == [] and float(batch.dense_return[2]) == 0.0
+    assert batch.metrics["reward/prm_prompt_mean"] == pytest.approx(r0, abs=1e-5)
+    assert _score(pipelines["pr_min"], [EXAMPLE]).prm_prompt_scores is None  # read only for the shapes that need it
+
+
+def test_overlong_penalty_lands_on_the_last_token(prm_path: str) -> None:
+    """Limit 12 tokens, buffer 4: lengths 8 / 11 / 12 (EOS included) get 0 / -0.75c / -c on
+    their last token, added to the success reward there, and counted in dense_return."""
+    cfg = replace(_cfg("success", "none", prm_path), dense_coef=0.0, overlong_buffer=4, overlong_coef=3.0,
+                  overlong_max_tokens=12)
+    completions = ["1234567", "\\boxed{38}", "12345678901"]
+    with RewardPipeline(cfg, TOK) as pipe:
+        batch = _score(pipe, completions)
+    assert batch.correct.tolist() == [False, True, False]
+    assert batch.overlong.tolist() == pytest.approx([0.0, -2.25, -3.0])
+    assert batch.dense_return.tolist() == pytest.approx([0.0, -2.25, -3.0])
+    for i, n in enumerate((8, 11, 12)):
+        assert batch.reward_mask[i].nonzero().flatten().tolist() == [n - 1]
+    assert batch.token_rewards[:, -1].tolist() == pytest.approx([0.0, 0.0, -3.0])
+    assert float(batch.token_rewards[1, 10]) == pytest.approx(5.0 - 2.25)
+    assert batch.metrics["reward/overlong_frac"] == pytest.approx(2 / 3)
+    assert batch.metrics["reward/overlong_penalty_mean"] == pytest.approx(-5.25 / 3)
+
+
+def test_shape_monitors_for_every_shape(pipelines: dict[str, RewardPipeline]) -> None:
+    """Each shape logs its return and the length-return correlation; with steps appended the
+    raw sum (pr) grows (correlation near 1), min and Clip returns never do."""
+    padded = ["\n".join([EXAMPLE] + ["34 + 4 = 38"] * k) for k in range(6)]  # a causal PRM keeps earlier scores
+    corr = {}
+    for name, pipe in pipelines.items():
+        batch = _score(pipe, padded)
+        m = batch.metrics
+        if REWARD_MODES[name] is None:
+            assert "reward/shaped_return" not in m
+            continue
+        assert m["reward/shaped_return"] == pytest.approx(sum(map(sum, batch.shaped)) / len(padded), abs=1e-5)
+        assert ("reward/prm_below_eta_frac" in m) == (name == "pr_clip")
+        assert ("reward/prm_prompt_mean" in m) == (name == "pr_progress")
+        assert "reward/overlong_frac" not in m  # penalty off
+        corr[name] = m["reward/shaped_return_len_corr"]
+        returns = [sum(s) for s in batch.shaped]
+        if name in ("pr_min", "pr_clip"):
+            assert all(b <= a + 1e-6 for a, b in zip(returns, returns[1:]))  # padding never raises the return
+    assert corr["pr"] > 0.9
+    clip = _score(pipelines["pr_clip"], padded)
+    below = [x < 0.5 for s in clip.prm_scores for x in s]
+    assert clip.metrics["reward/prm_below_eta_frac"] == pytest.approx(sum(below) / len(below))

@@ -61,6 +61,40 @@ def test_score_end_to_end_with_pr_delta(tmp_path: Path, tiny_prm: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]  # no temp file left
 
 
+def _min_form(r: list[float]) -> list[float]:
+    m = [min(r[k:]) for k in range(len(r))]
+    return [a - b for a, b in zip(m, m[1:])] + m[-1:]
+
+
+@pytest.mark.parametrize("reward", ["pr_min", "pr_progress"])
+def test_score_writes_each_shape_of_the_prm_scores(tmp_path: Path, tiny_prm: str, reward: str) -> None:
+    """Rows keep steps, prm_scores and shaped aligned (one per non-empty line) and shaped is
+    the shape of those scores to 1e-5: min form, or progress from prm_prompt_score."""
+    src = _write(tmp_path / "in.jsonl", [json.dumps(r) for r in ROWS])
+    out = tmp_path / "out.jsonl"
+    proc = run_cli("score", "--input", str(src), "--output", str(out), f"reward={reward}", f"reward.prm={tiny_prm}",
+                   "reward.prm_device=cpu", "reward.verify_workers=1", "reward.overlong_buffer=8",
+                   cwd=tmp_path, env={"CFRL_CACHE": str(tmp_path / "cache")}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row, src_row in zip(rows, ROWS):
+        lines = [line.strip() for line in src_row["completion"].splitlines() if line.strip()]
+        assert row["steps"] == lines and len(row["prm_scores"]) == len(row["shaped"]) == len(lines)
+        r = row["prm_scores"]
+        if reward == "pr_min":
+            assert "prm_prompt_score" not in row
+            assert row["shaped"] == pytest.approx(_min_form(r), abs=1e-5)
+        else:
+            r0 = row["prm_prompt_score"]
+            assert 0.0 <= r0 <= 1.0
+            assert row["shaped"] == pytest.approx([b - a for a, b in zip([r0] + r[:-1], r)], abs=1e-5)
+            assert sum(row["shaped"]) == pytest.approx(r[-1] - r0, abs=1e-5)
+        assert row["overlong_penalty"] == 0.0  # short rows; limit 64, buffer 8
+        assert row["dense_return"] == pytest.approx(sum(row["shaped"]), abs=1e-5)
+    if reward == "pr_progress":  # read per prompt, not once per batch
+        assert len({row["prm_prompt_score"] for row in rows}) == len(ROWS)
+
+
 def test_a_failing_score_leaves_an_existing_output_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = _write(tmp_path / "in.jsonl", [json.dumps(ROWS[0])])
     out = tmp_path / "out.jsonl"

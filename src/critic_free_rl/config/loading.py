@@ -59,10 +59,14 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
-    """The resolved TrainConfig a run directory was started with (``config.yaml``)."""
+    """The resolved TrainConfig a run directory was started with (``config.yaml``); its
+    ``plugins`` are imported, so a rank process knows the estimators and shapes they register."""
+    from critic_free_rl.config.plugins import import_plugins
     from critic_free_rl.config.schema import TrainConfig, load_structured
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a run directory of critic-free-rl (no config.yaml)")
-    return load_structured(TrainConfig, path)
+    tc = load_structured(TrainConfig, path)
+    import_plugins(tc.plugins)
+    return tc

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import II, MISSING, OmegaConf
 
 T = TypeVar("T")
 
@@ -152,14 +152,21 @@ class AlgorithmConfig:
 class RewardConfig:
     """Success reward + refined PRM step rewards (arXiv 2410.15115)."""
 
-    name: str = MISSING  # success | pr | pr_clip | pr_delta | pr_clip_delta | orm
-    #: none | clip | delta | clip_delta
+    name: str = MISSING  # success | orm | pr | pr_clip | pr_delta | pr_clip_delta | pr_min | pr_progress
+    #: the shape reward.name selects (rewards/shapes/): none | clip | delta | clip_delta | min | progress
     shaping: str = "none"
     success_coef: float = 1.0
     dense_coef: float = 0.0
     correct_value: float = 1.0
     wrong_value: float = 0.0
     clip_eta: float = 0.5
+    #: pr_min: softmin temperature of the paper's weighted form; None = the exact min
+    min_temperature: Optional[float] = None
+    #: DAPO overlong penalty on the last token: 0 up to overlong_max_tokens - overlong_buffer
+    #: tokens, then linearly down to -overlong_coef at overlong_max_tokens (buffer 0 = off)
+    overlong_buffer: int = 0
+    overlong_coef: float = 1.0
+    overlong_max_tokens: int = II("rollout.max_new_tokens")
     #: step splitter: line | blank_line | step_prefix | tag
     step_split: str = "line"
     step_tag: Optional[str] = None

@@ -16,7 +16,7 @@ __all__ = ["ConfigError", "validate"]
 
 def _validate_data(d: DataConfig) -> None:
     """Dataset settings that would otherwise fail on the first row (or not at all)."""
-    from critic_free_rl.rewards.success import REFERENCE_FORMATS
+    from critic_free_rl.data.answers import REFERENCE_FORMATS
 
     _choice("data.answer_format", d.answer_format, set(REFERENCE_FORMATS))
     try:
@@ -54,7 +54,7 @@ def validate(cfg: TrainConfig) -> None:
 
     Imports ``cfg.plugins`` first, so an estimator they register is known (and checked)."""
     from critic_free_rl.algorithms.losses import KL_ESTIMATORS, KL_PLACEMENTS, LOSS_AGG_MODES
-    from critic_free_rl.rewards.pipeline import REWARD_MODES
+    from critic_free_rl.rewards.shaping import validate_reward
 
     import_plugins(cfg.plugins)
     a, r, ro, t = cfg.algorithm, cfg.reward, cfg.rollout, cfg.trainer
@@ -62,7 +62,7 @@ def validate(cfg: TrainConfig) -> None:
     _choice("algorithm.loss_agg", a.loss_agg, set(LOSS_AGG_MODES))
     _choice("algorithm.kl_in", a.kl_in, set(KL_PLACEMENTS))
     _choice("algorithm.kl_estimator", a.kl_estimator, set(KL_ESTIMATORS))
-    _choice("reward.name", r.name, set(REWARD_MODES))
+    validate_reward(r)
     _choice("rollout.engine", ro.engine, {"vllm", "hf"})
     _choice("trainer.backend", t.backend, {"deepspeed", "torch"})
     _choice("trainer.zero_stage", t.zero_stage, {0, 1, 2, 3})
@@ -80,15 +80,5 @@ def validate(cfg: TrainConfig) -> None:
     samples = ro.prompts_per_step // t.num_ranks * ro.group_size
     if samples % a.num_minibatches:
         raise ConfigError(f"algorithm.num_minibatches={a.num_minibatches} does not divide the {samples} samples per rank per step (rollout.prompts_per_step / trainer.num_ranks * rollout.group_size)")
-    if REWARD_MODES[r.name] is not None:
-        if not r.prm:
-            raise ConfigError(f"reward.name={r.name!r} needs a PRM: set reward.prm (a hub name, a path, or 'embedded')")
-        _choice("reward.prm_kind", r.prm_kind, {"token_cls", "tag_lm"})
-        if r.prm_kind == "token_cls" and not r.prm_separator:
-            raise ConfigError("reward.prm_kind=token_cls needs reward.prm_separator (the token the PRM is read at)")
-        if r.prm_kind == "tag_lm" and not (r.step_tag and r.prm_positive_token and r.prm_negative_token):
-            raise ConfigError("reward.prm_kind=tag_lm needs reward.step_tag, reward.prm_positive_token and reward.prm_negative_token")
-    if r.name == "orm" and not r.orm:
-        raise ConfigError("reward.name='orm' needs reward.orm (an outcome reward model name or path)")
     if t.total_steps < 1:
         raise ConfigError(f"trainer.total_steps={t.total_steps} must be at least 1")

@@ -1,15 +1,16 @@
-"""One reward pipeline for every estimator: success reward + refined dense rewards.
+"""One reward pipeline for every estimator: success reward + shaped dense rewards.
 
 Per response ``i`` with ``T_i`` tokens and steps ending on tokens ``t_1 < ... < t_K``::
 
     token_rewards[i, T_i - 1] += success_coef * success_i        (correct_value / wrong_value)
-    token_rewards[i, t_k]     += dense_coef * shaped_k           (pr, pr_clip, pr_delta, pr_clip_delta)
+    token_rewards[i, t_k]     += dense_coef * shaped_k           (pr, pr_clip, pr_delta, pr_clip_delta, pr_min, pr_progress)
     token_rewards[i, T_i - 1] += dense_coef * orm_i              (orm)
+    token_rewards[i, T_i - 1] += overlong_i                      (any reward, reward.overlong_buffer > 0)
 
-Reward modes (``reward.name``) and the ``reward.shaping`` each requires:
-``success`` (no dense term), ``pr`` (none), ``pr_clip`` (clip), ``pr_delta`` (delta),
-``pr_clip_delta`` (clip_delta), ``orm`` (sequence score). Steps are segmented in every
-mode, so the hacking monitors (:mod:`~critic_free_rl.rewards.monitors`) are always logged.
+``reward.name`` and the shape it selects are in :mod:`~critic_free_rl.rewards.shaping`;
+the overlong penalty (<= 0) in :mod:`~critic_free_rl.rewards.overlong`. Steps are
+segmented in every mode, so the hacking monitors (:mod:`~critic_free_rl.rewards.monitors`)
+are always logged.
 """
 from __future__ import annotations
 
@@ -21,18 +22,14 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from critic_free_rl.config.schema import RewardConfig
-from critic_free_rl.rewards.monitors import step_metrics
+from critic_free_rl.rewards.monitors import overlong_metrics, shape_metrics, step_metrics
 from critic_free_rl.rewards.orm import OutcomeRewardModel
+from critic_free_rl.rewards.overlong import overlong_penalty
 from critic_free_rl.rewards.prm import ProcessRewardModel
-from critic_free_rl.rewards.shaping import shape_step_rewards
+from critic_free_rl.rewards.shapes import get_shape
+from critic_free_rl.rewards.shaping import REWARD_MODES, shape_step_rewards, validate_reward
 from critic_free_rl.rewards.steps import locate_step_ends, split_steps
 from critic_free_rl.rewards.success import SuccessVerifier, encodable
-
-#: reward.name -> the reward.shaping it requires (None: no PRM)
-REWARD_MODES: dict[str, Optional[str]] = {
-    "success": None, "pr": "none", "pr_clip": "clip", "pr_delta": "delta",
-    "pr_clip_delta": "clip_delta", "orm": None,
-}
 
 
 @dataclass
@@ -43,26 +40,26 @@ class ScoredBatch:
     reward_mask: torch.Tensor  # [B, T] bool: last token of each response + each step's last token (PRM modes)
     success: torch.Tensor  # [B] float32: correct_value or wrong_value (coefficient not applied)
     correct: torch.Tensor  # [B] bool
-    dense_return: torch.Tensor  # [B] float32: sum of the dense terms placed in token_rewards
+    dense_return: torch.Tensor  # [B] float32: sum of the dense terms placed in token_rewards, overlong penalty included
     steps: list[list[str]]  # [B][K_i] step texts
     step_end_tokens: list[list[int]]  # [B][K_i] response-token index of each step's last character
     prm_scores: Optional[list[list[float]]]  # [B][K_i] in [0, 1]; None without PRM
     shaped: list[list[float]]  # [B][K_i] refined step rewards (dense_coef not applied); zeros without PRM
     orm_scores: Optional[list[float]]  # [B] in [0, 1]; None unless reward.name == orm
     metrics: dict[str, float]
+    prm_prompt_scores: Optional[list[float]] = None  # [B] PRM score of the prompt alone, r_0; shapes that need it
+    overlong: Optional[torch.Tensor] = None  # [B] float32 overlong penalty (<= 0) on the last token; None when off
 
 
 class RewardPipeline:
     """Scores rollouts; owns the verify worker pool and the PRM / ORM (call :meth:`close`)."""
 
     def __init__(self, cfg: RewardConfig, tokenizer: PreTrainedTokenizerBase) -> None:
-        if cfg.name not in REWARD_MODES:
-            raise ValueError(f"unknown reward.name {cfg.name!r}; expected one of {list(REWARD_MODES)}")
-        shaping = REWARD_MODES[cfg.name]
-        if shaping is not None and cfg.shaping != shaping:
-            raise ValueError(f"reward.name={cfg.name!r} needs reward.shaping={shaping!r}, got {cfg.shaping!r}")
+        validate_reward(cfg)
         split_steps("", cfg.step_split, cfg.step_tag, cfg.max_steps)  # fail fast on a bad splitter
         self.cfg, self.tokenizer = cfg, tokenizer
+        shaping = REWARD_MODES[cfg.name]
+        self.needs = get_shape(shaping).needs if shaping is not None else ()
         self.prm = ProcessRewardModel.from_config(cfg) if shaping is not None else None
         self.orm = OutcomeRewardModel.from_config(cfg) if cfg.name == "orm" else None
         self.verifier = SuccessVerifier(cfg.verify_timeout_s, cfg.verify_workers)
@@ -83,10 +80,19 @@ class RewardPipeline:
         correct, verify_counts = self.verifier.score(completions, references)
         success = torch.tensor([cfg.correct_value if ok else cfg.wrong_value for ok in correct], dtype=torch.float32)
         prm_scores = self.prm.score(prompts, steps) if self.prm is not None else None
-        shaped = self._shape(steps, prm_scores)
+        prompt_scores = self.prm.score_prompts(prompts) if self.prm is not None and "prompt_score" in self.needs else None
+        shaped = self._shape(steps, prm_scores, prompt_scores)
         orm_scores = self.orm.score(prompts, completions) if self.orm is not None else None
-        token_rewards, reward_mask, dense_return = self._place(response_ids, success, step_ends, shaped, orm_scores)
+        overlong = None
+        if cfg.overlong_buffer:
+            lengths = torch.tensor([len(ids) for ids in response_ids])
+            overlong = overlong_penalty(lengths, cfg.overlong_max_tokens, cfg.overlong_buffer, cfg.overlong_coef)
+        token_rewards, reward_mask, dense_return = self._place(response_ids, success, step_ends, shaped, orm_scores, overlong)
         metrics = step_metrics(steps, prm_scores)
+        if prm_scores is not None:
+            metrics.update(shape_metrics(shaped, prm_scores, cfg.clip_eta if "eta" in self.needs else None, prompt_scores))
+        if overlong is not None:
+            metrics.update(overlong_metrics(overlong.tolist()))
         metrics.update({
             "reward/success_rate": sum(correct) / B,
             "reward/success_mean": float(success.mean()),
@@ -98,9 +104,10 @@ class RewardPipeline:
         if orm_scores is not None:
             metrics["reward/orm_mean"] = sum(orm_scores) / B
         return ScoredBatch(token_rewards, reward_mask, success, torch.tensor(correct, dtype=torch.bool), dense_return,
-                           steps, step_ends, prm_scores, shaped, orm_scores, metrics)
+                           steps, step_ends, prm_scores, shaped, orm_scores, metrics, prompt_scores, overlong)
 
-    def _shape(self, steps: list[list[str]], prm_scores: Optional[list[list[float]]]) -> list[list[float]]:
+    def _shape(self, steps: list[list[str]], prm_scores: Optional[list[list[float]]],
+               prompt_scores: Optional[list[float]]) -> list[list[float]]:
         """Shaped step rewards per sample, one padded ``[B, K]`` call to :func:`shape_step_rewards`."""
         if prm_scores is None:
             return [[0.0] * len(sample) for sample in steps]
@@ -110,11 +117,12 @@ class RewardPipeline:
         for i, sample in enumerate(prm_scores):
             scores[i, :len(sample)] = torch.tensor(sample)
             mask[i, :len(sample)] = True
-        shaped = shape_step_rewards(scores, self.cfg.shaping, self.cfg.clip_eta, mask)
+        shaped = shape_step_rewards(scores, self.cfg.shaping, self.cfg.clip_eta, mask, temperature=self.cfg.min_temperature,
+                                    prompt_score=None if prompt_scores is None else torch.tensor(prompt_scores))
         return [row[:len(sample)] for row, sample in zip(shaped.tolist(), prm_scores)]
 
     def _place(self, response_ids: list[list[int]], success: torch.Tensor, step_ends: list[list[int]],
-               shaped: list[list[float]], orm_scores: Optional[list[float]]
+               shaped: list[list[float]], orm_scores: Optional[list[float]], overlong: Optional[torch.Tensor]
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(token_rewards [B, T], reward_mask [B, T], dense_return [B])``; rewards landing on
         one token add up."""
@@ -128,6 +136,8 @@ class RewardPipeline:
             dense_terms = list(zip(step_ends[i], (cfg.dense_coef * s for s in shaped[i]))) if self.prm is not None else []
             if orm_scores is not None:
                 dense_terms.append((n - 1, cfg.dense_coef * orm_scores[i]))
+            if overlong is not None:
+                dense_terms.append((n - 1, float(overlong[i])))
             dense[i] = sum(v for _, v in dense_terms)
             for t, v in terms + dense_terms:
                 rows.append(i)
@@ -156,8 +166,11 @@ def score_records(records: list[dict[str, Any]], pipeline: RewardPipeline) -> li
     """``critic-free-rl score``: each ``{prompt, completion, reference}`` record plus its rewards.
 
     Same code path as training (completions are tokenised with the pipeline's tokenizer).
-    Added keys: ``correct``, ``success``, ``steps``, ``prm_scores``, ``shaped``,
-    ``orm_score``, ``dense_return`` and ``return`` (``success_coef * success + dense_return``).
+    Added keys: ``correct``, ``success``, ``steps``, ``prm_scores``, ``shaped`` (one entry
+    per step each), ``prm_prompt_score`` (shapes that use it, e.g. ``pr_progress``),
+    ``orm_score``, ``overlong_penalty`` (with ``reward.overlong_buffer`` set),
+    ``dense_return`` (overlong penalty included) and ``return``
+    (``success_coef * success + dense_return``).
     """
     if not records:
         return []
@@ -176,6 +189,8 @@ def score_records(records: list[dict[str, Any]], pipeline: RewardPipeline) -> li
             "prm_scores": None if batch.prm_scores is None else batch.prm_scores[i],
             "shaped": batch.shaped[i],
             "orm_score": None if batch.orm_scores is None else batch.orm_scores[i],
+            **({} if batch.prm_prompt_scores is None else {"prm_prompt_score": batch.prm_prompt_scores[i]}),
+            **({} if batch.overlong is None else {"overlong_penalty": float(batch.overlong[i])}),
             "dense_return": dense,
             "return": pipeline.cfg.success_coef * success + dense,
         })

@@ -94,6 +94,11 @@ class ProcessRewardModel:
         bias = None if head.bias is None else head.bias[self.label_ids]
         return F.linear(hidden, head.weight[self.label_ids], bias).float().softmax(-1)[:, 0]  # [N]
 
+    def score_prompts(self, prompts: list[str]) -> list[float]:
+        """``r_0`` per prompt: the score at a SEP right after the prompt (one empty step),
+        the PRM's estimate of success before any step (``reward=pr_progress``)."""
+        return [sample[0] for sample in self.score(prompts, [[""] for _ in prompts])]
+
     def score(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
         """Per-sample step scores in [0, 1], ``len(scores[i]) == len(steps[i])``."""
         if len(prompts) != len(steps):

@@ -1,49 +1,79 @@
-"""Clip and Delta refinements of PRM step rewards (arXiv 2410.15115, Sec. 4).
+"""Shaped PRM step rewards through the shape registry, and the reward config's checks.
 
-For a response with PRM step scores ``r_1 .. r_K``:
-
-- ``none``:  ``s_k = r_k``. The return ``sum_k r_k`` grows with the number of steps,
-  so repeating plausible steps is rewarded (the hacking the paper reports).
-- ``clip``:  ``s_k = min(r_k - eta, 0)``. Every shaped reward is ``<= 0``, hence every
-  prefix sum ``sum_{j<=k} s_j <= 0``: extra steps can never raise the return.
-- ``delta``: ``s_k = r_k - r_{k+1}`` for ``k < K`` and ``s_K = r_K``. The return from
-  any step telescopes, ``sum_{j>=k} s_j = r_k``, so it is bounded by one step's score
-  (``<= max_k r_k <= 1``) whatever the length.
-- ``clip_delta``: Delta applied to the clipped scores ``c_k = min(r_k - eta, 0)``: the
-  return from step ``k`` is ``c_k``, which lies in ``[-eta, 0]``.
+``reward.name`` selects the reward: ``success`` and ``orm`` have no step term; every other
+name belongs to one registered shape (:mod:`critic_free_rl.rewards.shapes`: ``pr`` ->
+``none``, ``pr_clip`` -> ``clip``, ``pr_delta`` -> ``delta``, ``pr_clip_delta`` ->
+``clip_delta``, ``pr_min`` -> ``min``, ``pr_progress`` -> ``progress``), which also sets
+``reward.shaping``. What a shape declares it needs is what :func:`validate_reward` checks
+and what :func:`shape_step_rewards` passes it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
-import torch.nn.functional as F
 
-SHAPINGS = ("none", "clip", "delta", "clip_delta")
+from critic_free_rl.rewards.shapes import get_shape, shape_names
+
+if TYPE_CHECKING:
+    from critic_free_rl.config.schema import RewardConfig
+
+#: reward.name -> the reward.shaping it requires (None: no step term, no PRM)
+REWARD_MODES: dict[str, Optional[str]] = {"success": None, "orm": None,
+                                          **{get_shape(s).reward: s for s in shape_names()}}
 
 
-def shape_step_rewards(scores: torch.Tensor, mode: str, eta: float = 0.0,
-                       mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def shape_step_rewards(scores: torch.Tensor, mode: str, eta: float = 0.0, mask: Optional[torch.Tensor] = None, *,
+                       prompt_score: Optional[torch.Tensor] = None, temperature: Optional[float] = None) -> torch.Tensor:
     """Refine step scores ``[K]`` or ``[B, K]`` (float) into shaped rewards of the same shape.
 
     ``mask`` (``[B, K]`` bool, optional) marks real steps of a padded batch; real steps
-    must come first in each row (a prefix). Padded entries come back as 0 and never
-    take part in Delta (a row's last real step keeps its own score). ``eta`` is the
-    Clip threshold and is unused by ``none`` / ``delta``.
+    must come first in each row (a prefix). Padded entries come back as 0 and never take
+    part in a shape. ``eta`` (Clip threshold), ``prompt_score`` (``[B]`` or a scalar for
+    ``[K]`` input: the PRM's score of the prompt) and ``temperature`` reach only the shapes
+    that declare them.
     """
-    if mode not in SHAPINGS:
-        raise ValueError(f"unknown reward.shaping {mode!r}; expected one of {SHAPINGS}")
+    shape = get_shape(mode)
     squeeze = scores.dim() == 1
     r = scores.float().unsqueeze(0) if squeeze else scores.float()
-    if mask is None:
-        valid = torch.ones_like(r, dtype=torch.bool)
-    else:
-        valid = (mask.unsqueeze(0) if squeeze else mask).bool()
-    r = torch.where(valid, r, 0.0)
-    if mode in ("clip", "clip_delta"):
-        r = torch.where(valid, torch.clamp(r - eta, max=0.0), 0.0)
-    if mode in ("delta", "clip_delta"):
-        next_r = F.pad(r[:, 1:], (0, 1))
-        next_valid = F.pad(valid[:, 1:], (0, 1), value=False)
-        r = torch.where(next_valid, r - next_r, r)
-    return r.squeeze(0) if squeeze else r
+    valid = torch.ones_like(r, dtype=torch.bool) if mask is None else (mask.unsqueeze(0) if squeeze else mask).bool()
+    given = {"eta": eta, "temperature": temperature,
+             "prompt_score": None if prompt_score is None else torch.as_tensor(prompt_score, dtype=torch.float32).reshape(-1)}
+    if "prompt_score" in shape.needs and prompt_score is None:
+        raise ValueError(f"reward.shaping={mode!r} needs the PRM's prompt scores (prompt_score)")
+    out = shape.fn(torch.where(valid, r, 0.0), valid, **{need: given[need] for need in shape.needs})
+    out = torch.where(valid, out, 0.0)
+    return out.squeeze(0) if squeeze else out
+
+
+def validate_reward(r: RewardConfig) -> None:
+    """Cross-field checks of ``cfg.reward``, from the selected shape's declared needs;
+    raises :class:`~critic_free_rl.config.validate.ConfigError` naming the key."""
+    from critic_free_rl.config.validate import ConfigError, _choice
+
+    _choice("reward.name", r.name, set(REWARD_MODES))
+    shaping = REWARD_MODES[r.name]
+    if r.overlong_buffer:
+        if not isinstance(r.overlong_max_tokens, int) or not 0 < r.overlong_buffer <= r.overlong_max_tokens:
+            raise ConfigError(f"reward.overlong_buffer={r.overlong_buffer} must be 0 (off) or in [1, reward.overlong_max_tokens="
+                              f"{r.overlong_max_tokens!r}] (the rollout's max_new_tokens)")
+        if r.overlong_coef < 0:
+            raise ConfigError(f"reward.overlong_coef={r.overlong_coef} must be >= 0 (the penalty is -coef at the limit)")
+    if r.name == "orm" and not r.orm:
+        raise ConfigError("reward.name='orm' needs reward.orm (an outcome reward model name or path)")
+    if shaping is None:
+        return
+    if r.shaping != shaping:
+        raise ConfigError(f"reward.name={r.name!r} needs reward.shaping={shaping!r}, got {r.shaping!r}")
+    needs = get_shape(shaping).needs
+    if "eta" in needs and not 0.0 <= r.clip_eta <= 1.0:
+        raise ConfigError(f"reward.clip_eta={r.clip_eta} must lie in [0, 1] (PRM scores do) for reward.shaping={shaping!r}")
+    if "temperature" in needs and r.min_temperature is not None and not r.min_temperature > 0:
+        raise ConfigError(f"reward.min_temperature={r.min_temperature} must be > 0, or null for the exact min")
+    if not r.prm:
+        raise ConfigError(f"reward.name={r.name!r} needs a PRM: set reward.prm (a hub name, a path, or 'embedded')")
+    _choice("reward.prm_kind", r.prm_kind, {"token_cls", "tag_lm"})
+    if r.prm_kind == "token_cls" and not r.prm_separator:
+        raise ConfigError("reward.prm_kind=token_cls needs reward.prm_separator (the token the PRM is read at)")
+    if r.prm_kind == "tag_lm" and not (r.step_tag and r.prm_positive_token and r.prm_negative_token):
+        raise ConfigError("reward.prm_kind=tag_lm needs reward.step_tag, reward.prm_positive_token and reward.prm_negative_token")
