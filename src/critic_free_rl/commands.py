@@ -76,7 +76,7 @@ def run_training(tc, run_dir: Path) -> dict:
     from critic_free_rl.backends.distributed import init_world
     from critic_free_rl.trainer import Trainer
 
-    world = init_world(tc.trainer.backend)
+    world = init_world(tc.trainer.backend, tc.trainer.dist_timeout_minutes)
     trainer = Trainer(tc, run_dir, world)
     try:
         return trainer.fit()

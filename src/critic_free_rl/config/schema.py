@@ -238,6 +238,8 @@ class TrainerConfig:
     node_rank: Optional[int] = None
     #: DeepSpeed multi-node launcher: pdsh | openmpi | mvapich | slurm | mpich | impi
     launcher: str = "pdsh"
+    #: a collective that waits longer than this for its peers fails the rank instead of hanging
+    dist_timeout_minutes: float = 10.0
 
 
 @dataclass
