@@ -22,6 +22,7 @@ commands:
   train-prm   train the embedded tiny PRM on automatically labelled steps
   compare     multirun over algorithms x rewards x seeds, then a report
   report      RUN_DIR... -> reports/<name>/report.md with plots
+  plan        the memory each GPU will hold for a train config, and whether it fits
 """
 
 

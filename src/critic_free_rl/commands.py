@@ -155,6 +155,7 @@ def _train_task(cfg) -> None:
     else:
         tc = to_train_config(cfg)
         setup_environment(tc.trainer.num_ranks)
+        check_memory_plan(tc)
         print(f"[critic-free-rl] run directory: {run_dir.resolve()}", flush=True)
         if tc.trainer.node_rank:  # node K > 0 of a multi-node run: node 0 prepares the run directory
             from critic_free_rl.multinode import wait_for_run_config
@@ -168,6 +169,50 @@ def _train_task(cfg) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     print(f"[critic-free-rl] done: initial_accuracy={summary['initial_accuracy']} final_accuracy={summary['final_accuracy']} "
           f"wall_seconds={summary['wall_seconds']:.1f} -> {run_dir / 'summary.json'}", flush=True)
+
+
+def _visible_gpu_gib():
+    """Memory of the first visible GPU in GiB, None without one."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory / 1024**3 if torch.cuda.is_available() else None
+
+
+def check_memory_plan(tc) -> None:
+    """``train`` on CUDA: print the memory plan and stop before anything loads when it does
+    not fit (``plan.check=false`` skips it; a model without architecture figures is not planned)."""
+    from critic_free_rl.backends.memory_plan import PlanError, plan_memory, resolve_gpu_gib
+
+    gib = _visible_gpu_gib() if tc.plan.check else None
+    if gib is None:
+        return
+    try:
+        plan = plan_memory(tc, resolve_gpu_gib(tc, gib))
+    except PlanError as e:
+        print(f"[critic-free-rl] memory plan skipped: {e}", flush=True)
+        return
+    print(plan.render(), flush=True)
+    if not plan.fits:
+        raise SystemExit(f"critic-free-rl train: {plan.verdict()} (plan.check=false starts anyway)")
+
+
+def _plan_task(cfg) -> None:
+    from critic_free_rl.backends.memory_plan import PlanError, plan_memory, resolve_gpu_gib
+
+    tc = to_train_config(cfg)
+    try:
+        plan = plan_memory(tc, resolve_gpu_gib(tc, _visible_gpu_gib()))
+    except PlanError as e:
+        raise SystemExit(f"critic-free-rl plan: {e}") from None
+    print(plan.render(), flush=True)
+    if not plan.fits:
+        big = plan.largest
+        raise SystemExit(f"critic-free-rl plan: does not fit on {plan.gpu_gib:g} GiB ({plan.total_gib:.1f} GiB per GPU); largest item: {big.name} ({big.gib:.1f} GiB)")
+
+
+def plan(args: list[str]) -> None:
+    """``plan [overrides]``: the memory each GPU will hold for the train config (backends/memory_plan.py)."""
+    run_hydra("plan", args + QUIET_HYDRA, _plan_task)
 
 
 def train(args: list[str]) -> None:
@@ -318,4 +363,5 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "report": report,
     "score": score,
     "train-prm": train_prm,
+    "plan": plan,
 }
