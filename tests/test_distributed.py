@@ -7,7 +7,9 @@
 * Two gloo ranks run every collective of a training step and an evaluation through the
   project's own call sites: evaluation counts (``evaluate`` with a real HF engine on a tiny
   model), the any-rank skip flag (trainer), the guarded optimizer step and the loss-share
-  total (learner), the sync check's maximum (``all_reduce_(.., "max")``).
+  total (learner), the sync check's maximum (``all_reduce_(.., "max")``), the checkpoint
+barrier. (Object collectives and barriers run on the CPU backend of a ``cpu:gloo,cuda:nccl``
+group: torch picks "cpu" when it is among the pairs.)
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ def test_collectives_are_identities_on_one_rank():
 def _rank_main(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from critic_free_rl.backends.learner import Learner, _guard_step
+    from critic_free_rl.checkpointing import _barrier
     from critic_free_rl.config.schema import AlgorithmConfig
     from critic_free_rl.data.datasets import Example
     from critic_free_rl.evaluation import evaluate
@@ -100,6 +103,8 @@ def _rank_main(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     out["share_total"] = total
     # sync check: the worst gap over ranks
     out["max"] = distributed.all_reduce_(torch.tensor([float(world.rank), -float(world.rank)], dtype=torch.float64), "max").tolist()
+    # checkpoints: every rank's files are on disk before rank 0 renames the folder
+    _barrier()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
     dist.destroy_process_group()
 
