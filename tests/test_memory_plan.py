@@ -125,3 +125,24 @@ def test_plan_command():
     bad = run_cli("plan", "model=qwen2.5-math-7b-instruct", "plan.gpu_gib=24", timeout=300)
     assert bad.returncode != 0
     assert "largest item: policy optimizer (85.1 GiB)" in bad.stderr  # 7.6B x 12 B of Adam state on one rank
+
+
+def test_train_checks_the_plan_at_start_up_on_cuda(monkeypatch, capsys):
+    """``train``'s start-up check (commands.check_memory_plan): with a GPU visible it stops a
+    config that does not fit before anything loads; ``plan.check=false`` and a model without
+    figures go on; without a GPU nothing is checked."""
+    from critic_free_rl import commands
+
+    seven_b = ["model=qwen2.5-math-7b-instruct"]
+    monkeypatch.setattr(commands, "_visible_gpu_gib", lambda: 24.0)  # what torch would report for a 24 GiB GPU
+    with pytest.raises(SystemExit, match="largest item: policy optimizer"):
+        commands.check_memory_plan(to_train_config(compose_train(*seven_b)))
+    commands.check_memory_plan(to_train_config(compose_train(*seven_b, "plan.check=false")))
+    commands.check_memory_plan(to_train_config(compose_train(*seven_b, "model.name_or_path=my/model", "model.figures=null")))
+    assert "memory plan skipped: model.figures is not set" in capsys.readouterr().out
+    monkeypatch.setattr(commands, "_visible_gpu_gib", lambda: 80.0)
+    commands.check_memory_plan(to_train_config(compose_train("model=qwen2.5-math-1.5b-instruct", "trainer.micro_batch_size=4")))
+    assert "verdict: fits" in capsys.readouterr().out
+    monkeypatch.setattr(commands, "_visible_gpu_gib", lambda: None)
+    commands.check_memory_plan(to_train_config(compose_train(*seven_b)))
+    assert capsys.readouterr().out == ""
