@@ -96,6 +96,11 @@ def test_lora_drops_the_reference_and_trains_the_adapter_only():
     assert got["policy gradients"] == r64 * 2 and got["policy optimizer"] == r64 * 12
 
 
+def test_torch_backend_keeps_adam_state_in_the_weights_dtype():
+    got = _bytes(_plan("model=qwen2.5-math-1.5b-instruct", "trainer=torch"))
+    assert got["policy optimizer"] == P15 * 2 * 2 and got["policy gradients"] == P15 * 2
+
+
 def test_seven_b_on_one_24_gib_gpu_does_not_fit():
     """One rank holds everything: the verdict names the largest item and vLLM's share is too
     small for the weights."""

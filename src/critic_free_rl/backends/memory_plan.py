@@ -14,8 +14,9 @@ adapter's ``sum r (d_in + d_out)`` over the target modules and layers):
   token); the HF engine instead holds its own weight copy and one rollout's KV cache;
 * policy weights ``P b`` (``/ N`` under ZeRO-3, 0 with parameter offload), gradients
   ``T b`` (``/ N`` from ZeRO-2), Adam state ``T (8 + 4 [master weights, b < 4])`` bytes
-  (``/ N`` from ZeRO-1, 0 with optimizer offload); the PPO critic likewise (backbone plus
-  a value head, no LM head);
+  (``/ N`` from ZeRO-1, 0 with optimizer offload; ``2 T b`` with the torch backend, whose
+  AdamW keeps m and v in the weights' dtype); the PPO critic likewise (backbone plus a value
+  head, no LM head);
 * reference: a full copy in ``b`` on every rank (none with LoRA: the adapter is switched
   off; none with ``trainer.ref_device=cpu``); PRM: a full copy in its checkpoint dtype
   (none with ``reward.prm_device=cpu``);
@@ -201,7 +202,7 @@ def plan_memory(cfg: TrainConfig, gpu_gib: float) -> MemoryPlan:
         items.append(Item("HF engine KV cache", rollout_seqs * seq * kv_per_token, f"{rollout_seqs} sequences x {seq} tokens"))
 
     # trained models
-    adam = 8 + (4 if b < 4 else 0)
+    adam = 2 * b if t.backend == "torch" else 8 + (4 if b < 4 else 0)  # torch's AdamW keeps m, v in the weights' dtype
 
     def split(from_stage: int) -> tuple[int, str]:
         """Ranks a state is partitioned over from ZeRO stage ``from_stage`` on."""
