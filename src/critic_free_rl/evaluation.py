@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
+from critic_free_rl.backends.distributed import all_reduce_
 from critic_free_rl.data.datasets import Example
 from critic_free_rl.rewards.success import SuccessVerifier
 from critic_free_rl.rollout.base import RolloutEngine, SamplingSpec
@@ -30,10 +30,7 @@ class EvalResult:
 
 
 def _allreduce(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
+    return all_reduce_(torch.tensor(values, dtype=torch.float64)).tolist()
 
 
 def _score(engine: RolloutEngine, verifier: SuccessVerifier, shard: list[Example], spec: SamplingSpec):

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 
 from critic_free_rl.algorithms import AdvantageInput, get_estimator
 from critic_free_rl.algorithms.reward_terms import add_kl_penalty, flat_groups
-from critic_free_rl.backends.distributed import World
+from critic_free_rl.backends.distributed import World, any_rank
 from critic_free_rl.backends.learner import Learner, UpdateInputs
 from critic_free_rl.backends.sequences import pack
 from critic_free_rl.backends.sync_check import engine_sync_check
@@ -50,13 +49,6 @@ class RunState:
 
 def _all_finite(*ts: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in ts)
-
-
-def _any_rank(flag: bool) -> bool:
-    t = torch.tensor([1.0 if flag else 0.0])
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 class Trainer:
@@ -174,7 +166,7 @@ class Trainer:
         if a.filter_zero_variance_groups:
             loss_mask &= ~flat.unsqueeze(1)
         bad = ~torch.isfinite(token_rewards).all(1) | ~torch.isfinite(adv.advantages).all(1)
-        skip = _any_rank(bool(bad.any()))
+        skip = any_rank(bool(bad.any()))
         metrics = {
             "reward/mean": float((scored.success + scored.dense_return + kl_part).mean()),
             "reward/std": float((scored.success + scored.dense_return + kl_part).std()),

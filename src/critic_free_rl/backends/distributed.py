@@ -1,7 +1,14 @@
 """Process-group set-up for 1..N ranks (DeepSpeed launcher, torchrun, or a plain process).
 
 A plain ``critic-free-rl train`` is rank 0 of a world of 1; under the ``deepspeed``
-launcher RANK / WORLD_SIZE / LOCAL_RANK come from the environment. CPU runs use gloo.
+launcher RANK / WORLD_SIZE / LOCAL_RANK come from the environment. CPU runs use gloo; CUDA
+runs one group with two backends, ``cpu:gloo,cuda:nccl``: DeepSpeed's collectives on GPU
+tensors go over NCCL, and the small CPU-tensor reductions of the loop (evaluation counts,
+the any-rank flags, the loss-share totals, the sync check's maxima) over gloo. An NCCL-only
+group fails on those ("No backend type associated with device type cpu").
+
+The loop's own collectives go through :func:`all_reduce_` and :func:`any_rank`, which are
+no-ops in a world of one rank (tests/test_distributed.py runs each on 2 gloo ranks).
 """
 from __future__ import annotations
 
@@ -9,8 +16,11 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,17 @@ def _unlink_deepspeed_shm(rank: int, size: int) -> None:
         pass
 
 
-def init_world(backend: str = "deepspeed") -> World:
-    """Initialise torch.distributed (through DeepSpeed when it is the backend)."""
+def process_group_backend(cuda: bool) -> str:
+    """The backend string ``init_world`` passes to torch: one group that serves CPU and GPU
+    tensors on CUDA (NCCL has no CPU backend), gloo alone on CPU."""
+    return "cpu:gloo,cuda:nccl" if cuda else "gloo"
+
+
+def init_world(backend: str = "deepspeed", timeout_minutes: float = 10.0) -> World:
+    """Initialise torch.distributed (through DeepSpeed when it is the backend).
+
+    ``timeout_minutes`` (``trainer.dist_timeout_minutes``) bounds how long a collective
+    waits for its peers before the rank fails instead of hanging."""
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "0")
@@ -70,15 +89,40 @@ def init_world(backend: str = "deepspeed") -> World:
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if not torch.distributed.is_initialized():
+    if not dist.is_initialized():
         _forget_dead_deepspeed_groups()
-        dist_backend = "nccl" if cuda else "gloo"
+        dist_backend = process_group_backend(cuda)
+        timeout = timedelta(minutes=timeout_minutes)
         if backend == "deepspeed":
             import deepspeed
 
-            deepspeed.init_distributed(dist_backend=dist_backend)
+            deepspeed.init_distributed(dist_backend=dist_backend, timeout=timeout)
             if not cuda:
                 _unlink_deepspeed_shm(rank, size)
         else:
-            torch.distributed.init_process_group(dist_backend)
+            dist.init_process_group(dist_backend, timeout=timeout)
     return World(rank, size, local, device)
+
+
+def world_size() -> int:
+    """Ranks in the default group (1 when torch.distributed is not initialised)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "mean": dist.ReduceOp.SUM}
+
+
+def all_reduce_(t: torch.Tensor, op: Literal["sum", "max", "mean"] = "sum") -> torch.Tensor:
+    """Reduce ``t`` (any shape, CPU or GPU) over all ranks in place and return it; a no-op
+    on one rank. ``mean`` is the sum divided by the world size (gloo has no AVG)."""
+    n = world_size()
+    if n > 1:
+        dist.all_reduce(t, op=_OPS[op])
+        if op == "mean":
+            t.div_(n)
+    return t
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one."""
+    return bool(all_reduce_(torch.tensor([1.0 if flag else 0.0]), "max").item())

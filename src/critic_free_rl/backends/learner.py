@@ -21,6 +21,7 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from critic_free_rl.algorithms.losses import policy_objective, value_loss
+from critic_free_rl.backends.distributed import all_reduce_, any_rank
 from critic_free_rl.backends.sequences import Packed, gather_response, response_logprobs, shared_prefix
 from critic_free_rl.config.schema import AlgorithmConfig, ModelConfig, TrainerConfig
 
@@ -89,10 +90,7 @@ def _guard_step(optimizer: torch.optim.Optimizer, state: dict, max_grad_norm: Op
             finite = math.isfinite(norm)  # the global norm is finite iff every entry is
         else:
             finite = all(bool(torch.isfinite(x).all()) for x in grads)
-        bad = torch.tensor([0.0 if finite else 1.0])
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        state["skipped"] = bool(bad.item())
+        state["skipped"] = any_rank(not finite)
         if state["skipped"]:
             for x in grads:
                 x.zero_()
@@ -328,9 +326,7 @@ class Learner:
         minibatch loss, for the configured aggregation."""
         per_seq = mask.sum(1).float() if self.acfg.loss_agg == "token-mean" else (mask.any(1)).float()
         total = per_seq.sum()
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(total)
-            total = total / dist.get_world_size()  # DeepSpeed averages gradients over ranks
+        all_reduce_(total, "mean")  # DeepSpeed averages gradients over ranks
         return per_seq, float(total.clamp(min=1.0))
 
     def update(self, inp: UpdateInputs, generator: torch.Generator) -> dict[str, float]:

@@ -10,8 +10,8 @@ CPU-packed layers and tensor-parallel shards. Collective under ZeRO-3 (every ran
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
+from critic_free_rl.backends.distributed import all_reduce_
 from critic_free_rl.backends.sequences import pack
 from critic_free_rl.rollout.base import SamplingSpec
 
@@ -36,7 +36,5 @@ def engine_sync_check(engine, learner, tokenizer, prompts: list[str], max_new_to
         return float((eng - x).abs().masked_fill(~mask, 0.0).max())
 
     worst_over_ranks = torch.tensor([worst(policy), worst(ref)], dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(worst_over_ranks, op=dist.ReduceOp.MAX)
-    pol, rf = worst_over_ranks.tolist()
+    pol, rf = all_reduce_(worst_over_ranks, "max").tolist()
     return {"sync/engine_vs_policy_logprob_max_abs_diff": pol, "sync/engine_vs_reference_logprob_max_abs_diff": rf}

@@ -24,6 +24,7 @@ commands:
   train-prm   train the embedded tiny PRM on automatically labelled steps
   compare     multirun over algorithms x rewards x seeds, then a report
   report      RUN_DIR... -> reports/<name>/report.md with plots
+  plan        the memory each GPU will hold for a train config, and whether it fits
 """
 
 #: command name -> module of this package whose ``run(args)`` implements it
@@ -35,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "score": "score",
     "train-prm": "train_prm",
+    "plan": "plan",
 }
 
 

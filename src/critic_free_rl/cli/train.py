@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from critic_free_rl.cli.hydra_app import hydra_output_dir, run_hydra
+from critic_free_rl.cli.plan import check_memory_plan
 from critic_free_rl.cli.multinode import for_disk, launcher_command, master_port, uses_launcher, wait_for_run_config
 from critic_free_rl.config.environment import setup_environment
 from critic_free_rl.config.loading import to_train_config
@@ -53,7 +54,7 @@ def run_training(tc, run_dir: Path) -> dict:
     from critic_free_rl.backends.distributed import init_world
     from critic_free_rl.trainer import Trainer
 
-    world = init_world(tc.trainer.backend)
+    world = init_world(tc.trainer.backend, tc.trainer.dist_timeout_minutes)
     trainer = Trainer(tc, run_dir, world)
     try:
         return trainer.fit()
@@ -127,6 +128,7 @@ def _train_task(cfg) -> None:
     else:
         tc = to_train_config(cfg)
         setup_environment(tc.trainer.num_ranks)
+        check_memory_plan(tc)
         print(f"[critic-free-rl] run directory: {run_dir.resolve()}", flush=True)
         if tc.trainer.node_rank:  # node K > 0 of a multi-node run: node 0 prepares the run directory
             wait_for_run_config(run_dir, tc)

@@ -23,6 +23,8 @@ def validate_scale_out(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainer.cpu_micro_batch_tokens={t.cpu_micro_batch_tokens} must be >= 0 (0: micro_batch_size rows)")
     if t.checkpoint_every < 0 or t.keep_checkpoints < 1:
         raise ConfigError(f"trainer.checkpoint_every={t.checkpoint_every} must be >= 0 and trainer.keep_checkpoints={t.keep_checkpoints} >= 1")
+    if t.dist_timeout_minutes <= 0:
+        raise ConfigError(f"trainer.dist_timeout_minutes={t.dist_timeout_minutes} must be > 0")
     # multi-node
     _choice("trainer.launcher", t.launcher, LAUNCHERS)
     if t.num_nodes < 1 or t.num_ranks % t.num_nodes:

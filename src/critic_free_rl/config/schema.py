@@ -23,6 +23,27 @@ def load_structured(cls: type[T], path: str | Path) -> T:
 
 
 @dataclass
+class ArchFigures:
+    """A hub model's architecture, copied from its config.json, for ``critic-free-rl plan``
+    (backends/memory_plan.py); loading never reads it."""
+
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    intermediate_size: int = MISSING
+    vocab_size: int = MISSING
+    num_params: int = MISSING
+    tie_word_embeddings: bool = False
+    #: q/k/v projections with bias (Qwen2), without (Mistral, Llama)
+    qkv_bias: bool = False
+    #: lm | prm (Qwen2.5-Math-PRM's two-layer head) | cls:K (K-label token classification)
+    head: str = "lm"
+    #: the checkpoint's dtype (config.json torch_dtype): a PRM loads in it
+    dtype: str = "bfloat16"
+
+
+@dataclass
 class ModelConfig:
     """Policy model: a hub name or a local path, treated identically."""
 
@@ -44,6 +65,8 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: int = 16
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    #: architecture figures of the hub model for ``critic-free-rl plan`` (presets carry them)
+    figures: Optional[ArchFigures] = None
 
 
 @dataclass
@@ -182,6 +205,8 @@ class RewardConfig:
     prm_device: str = "auto"
     #: load the PRM with remote code (Qwen2.5-Math-PRM ships its own model class)
     prm_trust_remote_code: bool = False
+    #: architecture figures of the PRM for ``critic-free-rl plan`` (PRM presets carry them)
+    prm_figures: Optional[ArchFigures] = None
     prm_batch_size: int = 64
     #: tokens a reward model (PRM or ORM) reads at most; the prompt is cut from the left first
     rm_max_length: int = 4096
@@ -245,6 +270,8 @@ class TrainerConfig:
     node_rank: Optional[int] = None
     #: DeepSpeed multi-node launcher: pdsh | openmpi | mvapich | slurm | mpich | impi
     launcher: str = "pdsh"
+    #: a collective that waits longer than this for its peers fails the rank instead of hanging
+    dist_timeout_minutes: float = 10.0
 
 
 @dataclass
@@ -269,6 +296,20 @@ class EvalConfig:
 
 
 @dataclass
+class PlanConfig:
+    """``critic-free-rl plan`` (and ``train``'s start-up check on CUDA): backends/memory_plan.py."""
+
+    #: GiB of one GPU; None: the visible GPU's (required where none is visible)
+    gpu_gib: Optional[float] = None
+    #: prompt length assumed in tokens (chat template included)
+    prompt_tokens: int = 512
+    #: GiB kept for the CUDA context, NCCL buffers and allocator fragmentation
+    reserve_gib: float = 2.0
+    #: ``train`` on CUDA prints the plan at start-up and stops when it does not fit
+    check: bool = True
+
+
+@dataclass
 class TrainConfig:
     """Root config of ``critic-free-rl train``."""
 
@@ -279,6 +320,7 @@ class TrainConfig:
     reward: RewardConfig = MISSING
     trainer: TrainerConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     run_dir: str = "runs/${now:%Y%m%d-%H%M%S}"
     overwrite: bool = False
     resume: Optional[str] = None
