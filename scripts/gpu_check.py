@@ -48,18 +48,12 @@ def overrides(args, policy: str, prm: str, vllm: bool, deepspeed: bool) -> list[
 
 
 def compose(ov: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from critic_free_rl.cli import _register_schema
-    from critic_free_rl.commands import to_train_config
-
     from critic_free_rl.backends.memory_plan import count_params
+    from critic_free_rl.config.loading import compose as compose_config
+    from critic_free_rl.config.loading import to_train_config
     from critic_free_rl.config.schema import ArchFigures
 
-    _register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        tc = to_train_config(hydra_compose("train", overrides=ov))
+    tc = to_train_config(compose_config(ov))
     tc.reward.prm_figures = ArchFigures(**PRM_ARCH, num_params=0)  # what the plan counts for the PRM
     tc.reward.prm_figures.num_params = count_params(tc.reward.prm_figures)
     return tc
@@ -78,7 +72,7 @@ def main() -> int:
     args.run_dir = args.run_dir or tempfile.mkdtemp(prefix="gpu-check-")
 
     from critic_free_rl.backends.memory_plan import plan_memory
-    from critic_free_rl.cli import setup_environment
+    from critic_free_rl.config.environment import setup_environment
 
     have = {m: importlib.util.find_spec(m) is not None for m in ("vllm", "deepspeed")}
     if args.dry_run:
@@ -96,7 +90,7 @@ def main() -> int:
         return 2
     setup_environment()
     from critic_free_rl.backends.distributed import init_world
-    from critic_free_rl.bench.models import build_model
+    from bench.models import build_model  # scripts/bench (this script's folder is on sys.path)
     from critic_free_rl.models.tiny import build_tiny_model
     from critic_free_rl.trainer import Trainer
 
