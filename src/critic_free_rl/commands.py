@@ -92,7 +92,12 @@ def launch_ranks(run_dir: Path, t) -> None:
         raise FileNotFoundError(f"trainer.hostfile={t.hostfile}: no such file")
     cmd = launcher_command(t, run_dir, master_port(t))
     print("[critic-free-rl] launching:", " ".join(cmd), flush=True)
-    rc = subprocess.run(cmd, env=os.environ.copy()).returncode
+    from critic_free_rl.shutdown import EXIT_INTERRUPTED, forward_signals, run_in_group, stop_was_forwarded
+
+    with forward_signals():  # the ranks checkpoint and stop; nothing of them outlives this process
+        rc = run_in_group(cmd, env=os.environ.copy())
+    if stop_was_forwarded():
+        raise SystemExit(EXIT_INTERRUPTED)
     if rc:
         raise SystemExit(f"critic-free-rl: DeepSpeed ranks exited with code {rc}")
 

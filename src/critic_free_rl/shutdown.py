@@ -52,6 +52,17 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         os._exit(128 + sig)
 
 
+class TrainingInterrupted(SystemExit):
+    """Raised by the trainer after the checkpoint of a stop request: the process exits with
+    :data:`EXIT_INTERRUPTED`."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(EXIT_INTERRUPTED)
+        self.step = step
+        print(f"[critic-free-rl] stopped by a signal after step {step} (checkpoint written); "
+              f"continue with: critic-free-rl train resume=RUN_DIR", file=sys.stderr, flush=True)
+
+
 class StopRequest:
     """The flag of a graceful stop (see the module docstring); install in the main thread."""
 
