@@ -43,6 +43,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -249,7 +250,7 @@ class Checkpointer:
         """Collective: every rank must call it at the same step."""
         import torch
 
-        world, learner = trainer.world, trainer.learner
+        world, learner, started = trainer.world, trainer.learner, time.perf_counter()
         tag = tag_of(step)
         final, tmp = self.root / tag, self.root / f"{tag}.tmp"
         if world.is_main:
@@ -283,7 +284,7 @@ class Checkpointer:
             _fsync_dir(self.root)
             _write_pointer(self.root, tag)
             self._prune(keep_tag=tag)
-            log.info("checkpoint: step %d -> %s", step, final)
+            log.info("checkpoint: step %d -> %s (%.2f s)", step, final, time.perf_counter() - started)
         self._last_save_s = elapsed_s
         _barrier()
         return final

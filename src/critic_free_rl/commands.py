@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
@@ -144,7 +143,10 @@ def _run_or_launch(tc, run_dir: Path) -> None:
     if uses_launcher(tc.trainer) and "LOCAL_RANK" not in os.environ:
         launch_ranks(run_dir, tc.trainer)
     elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        rc = subprocess.run([sys.executable, "-m", "critic_free_rl.launch", str(run_dir)], env=os.environ.copy()).returncode
+        from critic_free_rl.shutdown import forward_signals, run_in_group
+
+        with forward_signals():
+            rc = run_in_group([sys.executable, "-m", "critic_free_rl.launch", str(run_dir)], env=os.environ.copy())
         if rc:
             raise SystemExit(f"critic-free-rl: training process exited with code {rc}")
     else:
