@@ -24,10 +24,9 @@ file + ``os.replace``, fsynced). A kill at any point leaves complete checkpoints
 ``step_N/`` names; stale ``*.tmp`` folders are removed by the next save. ``resume`` reads
 the folder ``latest`` names, or, when that is missing or incomplete (deleted by hand, a
 file system that lost it), the newest complete one; with none it refuses to start
-(:class:`NoCheckpoint`, exit code :data:`EXIT_NO_CHECKPOINT`) unless
-``resume_from_scratch=true``. Older checkpoints beyond
-``trainer.keep_checkpoints`` are deleted after the pointer moved. With several nodes,
-``RUN_DIR`` must be on a file system every node sees.
+(:class:`NoCheckpoint`, exit code :data:`EXIT_NO_CHECKPOINT`) unless ``resume_from_scratch=true``.
+Older checkpoints are deleted after the pointer moved. With several nodes, ``RUN_DIR`` must
+be on a file system every node sees.
 
 What is *not* stored, because it is a deterministic function of the config: the prompt order
 (a seeded permutation per epoch indexed by step), vLLM's sampling seeds (per step and rank)
