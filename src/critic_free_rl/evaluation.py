@@ -23,7 +23,6 @@ class EvalResult:
     samples: list[tuple[str, str, str, bool]]  # (prompt, completion, reference, correct)
     verify_timeouts: float = 0.0  # answer checks that ran out of CPU budget (scored wrong), all ranks
 
-
     def metrics(self, prefix: str) -> dict[str, float]:
         out = {f"{prefix}/greedy_accuracy": self.greedy_accuracy, f"{prefix}/response_chars": self.mean_response_chars,
                f"{prefix}/verify_timeouts": self.verify_timeouts}
