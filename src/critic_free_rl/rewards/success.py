@@ -9,7 +9,9 @@ not depend on how loaded the machine is; a wall-clock backstop
 (:func:`wall_backstop_s`, many times the budget) only catches a worker that makes no
 progress at all. A worker out of budget is replaced (cheap: the fork server has
 math-verify preloaded), the completion scores as wrong and is counted in
-``verify_timeouts``. Workers die with the process that owns the pool (parent-death signal).
+``verify_timeouts``. Workers die with their parent, the fork server (parent-death signal),
+which exits with the process that owns the pool; they ignore SIGTERM / SIGINT, which are
+the owner's to act on.
 
 What the workers see is capped cheaply in the parent first: only the last
 :data:`ANSWER_TAIL_CHARS` characters of a completion can hold its final answer, lone
