@@ -113,3 +113,13 @@ def test_report_cli(runs, tmp_path):
     assert (tmp_path / "out" / "runs" / "report.md").is_file()  # default name: the runs' parent folder
     bad = run_cli("report", str(tmp_path / "nothing-here"))
     assert bad.returncode != 0 and "no config.yaml" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/b", "/tmp/x", ""])
+def test_report_name_cannot_leave_out(tmp_path, name):
+    """``report --name ../x`` would write (and rewrite ``tb/``) outside ``--out``."""
+    from critic_free_rl.report.report import report_dir_of
+
+    with pytest.raises(ValueError, match="plain folder name"):
+        report_dir_of(tmp_path / "out", name)
+    assert report_dir_of(tmp_path / "out", "ok-name_1") == tmp_path / "out" / "ok-name_1"

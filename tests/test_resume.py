@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from critic_free_rl.checkpointing import Checkpointer, latest_checkpoint, latest_step, resume_config, tag_of
+from critic_free_rl.checkpointing import (EXIT_NO_CHECKPOINT, Checkpointer, NoCheckpoint, is_run_dir, latest_checkpoint,
+                                         latest_step, resume_config, tag_of)
 from critic_free_rl.config.validate import ConfigError
 
 STEPS, EVERY = 6, 2
@@ -92,10 +93,10 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tiny_model_dir, tmp_p
     assert len(list(run.glob("events.out.tfevents*"))) == 2
     assert _tensorboard_steps(run, "reward/mean") == list(range(1, STEPS + 1))
     assert logged_before_kill >= killed_at
-    # checkpoints: the newest only (keep_checkpoints=1), taken at the last step
+    # checkpoints: the newest two (keep_checkpoints=2 by default), the last at the last step
     root = run / "checkpoints"
     assert (root / "latest").read_text().strip() == tag_of(STEPS)
-    assert sorted(p.name for p in root.iterdir()) == ["latest", tag_of(STEPS)]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", tag_of(STEPS - EVERY), tag_of(STEPS)]
     # a finished run is not trained again
     again = run_cli("train", f"resume={run}", timeout=300)
     assert again.returncode == 0 and "already finished" in again.stdout
@@ -119,9 +120,14 @@ def test_latest_pointer_survives_a_save_killed_half_way(tmp_path):
     # killed after the rename but before the pointer moved: still step 2
     (root / tag_of(4)).mkdir()
     assert latest_step(run) == 2
-    # a pointer to a folder without state.json (hand-edited, or a foreign tool) is ignored
+    # a pointer to a folder without state.json (hand-edited, or a foreign tool) falls back to
+    # the newest complete checkpoint, and so does a pointer to a deleted folder
     (root / "latest").write_text(tag_of(4))
-    assert latest_checkpoint(run) is None and latest_step(run) == 0
+    assert latest_checkpoint(run) == root / tag_of(2) and latest_step(run) == 2
+    (root / "latest").write_text(tag_of(10))
+    assert latest_checkpoint(run) == root / tag_of(2)
+    (root / "latest").unlink()
+    assert latest_checkpoint(run) == root / tag_of(2)
     # pruning keeps the newest `keep` complete checkpoints
     ck = Checkpointer(run, every=2, keep=2)
     for s in (6, 8):
@@ -140,6 +146,8 @@ def test_resume_accepts_only_schedule_overrides(tmp_path):
     run.mkdir()
     tc = to_train_config(compose_train(f"run_dir={run}", "trainer.total_steps=6"))
     (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(tc)))
+    (run / "checkpoints" / tag_of(2)).mkdir(parents=True)
+    (run / "checkpoints" / tag_of(2) / "state.json").write_text(json.dumps({"step": 2}))
     out = resume_config(run, [f"resume={run}", "trainer.total_steps=10", "trainer.checkpoint_every=5"])
     assert out.trainer.total_steps == 10 and out.trainer.checkpoint_every == 5 and out.resume == str(run)
     assert out.algorithm == tc.algorithm and out.model == tc.model
@@ -147,3 +155,38 @@ def test_resume_accepts_only_schedule_overrides(tmp_path):
         resume_config(run, [f"resume={run}", "algorithm=rloo", "trainer.lr=0.1"])
     res = run_cli("train", f"resume={run}", "model.lora_rank=8", timeout=300)
     assert res.returncode != 0 and "may be changed, got: model.lora_rank=8" in res.stdout + res.stderr
+
+
+def test_resume_without_a_checkpoint_is_refused_and_logs_are_kept(tmp_path):
+    """A run killed before its first checkpoint: ``resume`` must not restart from step 0 (and
+    truncate metrics.jsonl) unless resume_from_scratch=true asks for it."""
+    from omegaconf import OmegaConf
+
+    from critic_free_rl.commands import to_train_config
+    from conftest import compose_train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    tc = to_train_config(compose_train(f"run_dir={run}", "trainer.total_steps=6"))
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(tc)))
+    (run / "metrics.jsonl").write_text('{"step": 0, "eval/greedy_accuracy": 0.5}\n')
+    with pytest.raises(NoCheckpoint) as err:
+        resume_config(run, [f"resume={run}"])
+    assert err.value.code == EXIT_NO_CHECKPOINT and "resume_from_scratch=true" in err.value.message
+    with pytest.raises(NoCheckpoint):
+        Checkpointer(run, every=2).purge_step(from_scratch=False)
+    assert resume_config(run, [f"resume={run}", "resume_from_scratch=true"]).resume_from_scratch
+    assert Checkpointer(run, every=2).purge_step(from_scratch=True) == 0
+    res = run_cli("train", f"resume={run}", timeout=300)
+    assert res.returncode == EXIT_NO_CHECKPOINT and "no complete checkpoint" in res.stderr
+    assert (run / "metrics.jsonl").read_text().count("\n") == 1
+    assert is_run_dir(run)
+
+
+def test_is_run_dir_only_for_runs_of_this_project(tmp_path):
+    """``overwrite=true`` may delete only folders this check accepts."""
+    assert not is_run_dir(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: something else\nlayers: 3\n")
+    assert not is_run_dir(tmp_path)
+    (tmp_path / "config.yaml").write_text("model: [1, 2\n")
+    assert not is_run_dir(tmp_path)

@@ -70,7 +70,8 @@ def test_hostile_batch_is_bounded_and_never_executes(tmp_path: Path) -> None:
     with SuccessVerifier(timeout_s=2.0, num_workers=2) as v:
         correct, counts = v.score(corpus, ["5"] * len(corpus))
     elapsed = time.monotonic() - start
-    assert elapsed < 30.0, f"hostile batch took {elapsed:.1f} s ({counts})"
+    # a hang is hours; each item is bounded by its CPU budget (a few seconds), whatever the load
+    assert elapsed < 180.0, f"hostile batch took {elapsed:.1f} s ({counts})"
     assert not sentinel.exists()
     assert len(correct) == len(corpus) and not any(correct[:16])  # code and huge numbers are never 5
     assert counts["verify_timeouts"] >= 1  # the power tower at least

@@ -1,4 +1,9 @@
-"""Resumable training checkpoints (``trainer.checkpoint_every``) and ``train resume=RUN_DIR``.
+"""Resumable training checkpoints and ``train resume=RUN_DIR``.
+
+A checkpoint is written every ``trainer.checkpoint_every`` steps (default 10), also when
+``trainer.checkpoint_every_minutes`` of wall time passed since the last one (0 = off), and
+at the step reached when the run is stopped by SIGTERM / SIGINT (:mod:`critic_free_rl.shutdown`);
+the newest ``trainer.keep_checkpoints`` (default 2) are kept.
 
 Layout under ``RUN_DIR/checkpoints/``::
 
@@ -13,18 +18,21 @@ Layout under ``RUN_DIR/checkpoints/``::
                            (initial accuracy, evals so far, skipped updates), phase timers and
                            the wall time spent so far
 
-Crash safety: every rank writes into ``step_N.tmp/``; after a barrier rank 0 renames it to
-``step_N/`` and only then replaces ``latest`` (temp file + ``os.replace``, fsynced). A kill
-at any point leaves ``latest`` naming a complete checkpoint (or no ``latest`` at all);
-stale ``*.tmp`` folders are removed by the next save. Older checkpoints beyond
-``trainer.keep_checkpoints`` are deleted after the pointer moved. With several nodes,
-``RUN_DIR`` must be on a file system every node sees.
+Crash safety: every rank writes into ``step_N.tmp/``; after a barrier rank 0 fsyncs every
+file and folder in it, renames it to ``step_N/`` and only then replaces ``latest`` (temp
+file + ``os.replace``, fsynced). A kill at any point leaves complete checkpoints only under
+``step_N/`` names; stale ``*.tmp`` folders are removed by the next save. ``resume`` reads
+the folder ``latest`` names, or, when that is missing or incomplete (deleted by hand, a
+file system that lost it), the newest complete one; with none it refuses to start
+(:class:`NoCheckpoint`, exit code :data:`EXIT_NO_CHECKPOINT`) unless ``resume_from_scratch=true``.
+Older checkpoints are deleted after the pointer moved. With several nodes, ``RUN_DIR`` must
+be on a file system every node sees.
 
 What is *not* stored, because it is a deterministic function of the config: the prompt order
 (a seeded permutation per epoch indexed by step), vLLM's sampling seeds (per step and rank)
 and the frozen reference / PRM. vLLM's weights are re-synced from the loaded policy.
 
-This module imports torch lazily: :func:`resume_config` runs in the import-light command layer.
+Torch is imported lazily: :func:`resume_config` runs in the import-light command layer.
 It names :class:`~critic_free_rl.trainer.Trainer` for type checkers only (the trainer imports it).
 """
 from __future__ import annotations
@@ -34,19 +42,24 @@ import logging
 import os
 import random
 import shutil
+import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from critic_free_rl.trainer import Trainer
-
 log = logging.getLogger(__name__)
 
 POINTER = "latest"
+#: exit code of ``train resume=RUN`` when RUN has no complete checkpoint (and
+#: ``resume_from_scratch=true`` was not given)
+EXIT_NO_CHECKPOINT = 3
 #: the keys ``train resume=RUN_DIR`` accepts besides ``resume``: they change how long the run
 #: goes on and how it is checkpointed, never what one step computes
 RESUME_OVERRIDABLE = ("trainer.total_steps", "trainer.checkpoint_every", "trainer.keep_checkpoints",
+                      "trainer.checkpoint_every_minutes",
                       # where the ranks run, not what they compute
                       "trainer.node_rank", "trainer.master_addr", "trainer.master_port", "trainer.hostfile", "trainer.launcher")
 
@@ -59,24 +72,58 @@ def tag_of(step: int) -> str:
     return f"step_{step:08d}"
 
 
+class NoCheckpoint(SystemExit):
+    """``train resume=RUN`` found no complete checkpoint: message on stderr, exit :data:`EXIT_NO_CHECKPOINT`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(EXIT_NO_CHECKPOINT)
+        self.message = (f"critic-free-rl: resume={run_dir}: no complete checkpoint under {checkpoint_root(run_dir)}; "
+                        "the run would restart from step 0 and lose its metrics. Pass resume_from_scratch=true "
+                        "to do that, or start a new run.")
+        print(self.message, file=sys.stderr, flush=True)
+
+
+def is_complete(path: Path) -> bool:
+    """A checkpoint folder every rank finished (``state.json`` is written last, and the
+    folder only gets its ``step_N`` name after that)."""
+    return not path.name.endswith(".tmp") and (path / "state.json").is_file()
+
+
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
-    """The folder ``latest`` names, or None (no checkpoint yet, or a dangling pointer)."""
+    """The folder ``latest`` names, else the newest complete ``step_*`` folder, else None."""
     root = checkpoint_root(run_dir)
     try:
-        tag = (root / POINTER).read_text().strip()
+        path = root / (root / POINTER).read_text().strip()
     except FileNotFoundError:
-        return None
-    path = root / tag
-    if not (path / "state.json").is_file():
-        log.warning("%s names %s, which is incomplete; ignoring it", root / POINTER, path)
-        return None
-    return path
+        path = None
+    if path is not None and is_complete(path):
+        return path
+    complete = sorted(p for p in root.glob("step_*") if is_complete(p))
+    if path is not None:
+        log.warning("%s names %s, which is missing or incomplete; using %s", root / POINTER, path,
+                    complete[-1] if complete else "none")
+    return complete[-1] if complete else None
 
 
 def latest_step(run_dir: Path) -> int:
     """The step the latest checkpoint was taken after (0 when there is none)."""
     path = latest_checkpoint(run_dir)
     return 0 if path is None else int(json.loads((path / "state.json").read_text())["step"])
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file under ``path``, then the folders (deepest first)."""
+    folders = []
+    for folder, _, files in os.walk(path):
+        folders.append(folder)
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for folder in reversed(folders):
+        _fsync_dir(Path(folder))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -109,7 +156,18 @@ def _barrier() -> None:
         dist.barrier()
 
 
-# ---------------------------------------------------------------------------- engines
+def _on_any_rank(flags: list[bool]) -> list[bool]:
+    """Each flag OR-ed over the ranks: wall time and signals differ between ranks, a save is collective."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return flags
+    t = torch.tensor([float(f) for f in flags])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def _save_engine(engine, out: Path, lora: bool) -> None:
     import torch
 
@@ -163,21 +221,36 @@ def _set_rng_state(trainer: "Trainer", state: dict) -> None:
 
 # ---------------------------------------------------------------------------- save / restore
 class Checkpointer:
-    """Saves every ``trainer.checkpoint_every`` steps and restores the latest checkpoint."""
+    """Saves every ``every`` steps or ``every_minutes`` of wall time, restores the latest
+    checkpoint."""
 
-    def __init__(self, run_dir: Path, every: int, keep: int = 1) -> None:
+    def __init__(self, run_dir: Path, every: int, keep: int = 2, every_minutes: float = 0.0) -> None:
         self.root = checkpoint_root(run_dir)
-        self.every, self.keep = every, max(1, keep)
+        self.every, self.keep, self.every_minutes = every, max(1, keep), every_minutes
         self.elapsed_before = 0.0  # wall seconds of the earlier processes of this run
+        self._last_save_s = 0.0  # this process's elapsed seconds at its last save
 
-    def due(self, step: int) -> bool:
-        return self.every > 0 and step % self.every == 0
+    def decide(self, step: int, elapsed_s: float, stop_requested: bool) -> tuple[bool, bool]:
+        """``(save, stop)`` after ``step``: the schedule's answer, or a stop signal on any rank
+        (which saves too). Collective when several ranks run."""
+        timed = self.every_minutes > 0 and elapsed_s - self._last_save_s >= 60.0 * self.every_minutes
+        timed, stop = _on_any_rank([timed, stop_requested])
+        return (self.every > 0 and step % self.every == 0) or timed or stop, stop
+
+    def purge_step(self, from_scratch: bool) -> int:
+        """The first step whose logs a resumed run drops: its checkpoint's step + 1 (0 for
+        ``from_scratch``). :class:`NoCheckpoint` when there is no complete checkpoint, unless
+        ``from_scratch``: call it before truncating any log."""
+        path = latest_checkpoint(self.root.parent)
+        if path is None and not from_scratch:
+            raise NoCheckpoint(self.root.parent)
+        return 0 if path is None else int(json.loads((path / "state.json").read_text())["step"]) + 1
 
     def save(self, trainer: "Trainer", step: int, elapsed_s: float) -> Path:
         """Collective: every rank must call it at the same step."""
         import torch
 
-        world, learner = trainer.world, trainer.learner
+        world, learner, started = trainer.world, trainer.learner, time.perf_counter()
         tag = tag_of(step)
         final, tmp = self.root / tag, self.root / f"{tag}.tmp"
         if world.is_main:
@@ -202,15 +275,17 @@ class Checkpointer:
                 "elapsed_s": self.elapsed_before + elapsed_s,
             }
             (tmp / "state.json").write_text(json.dumps(state, indent=2))
-        _barrier()  # every rank's files are on disk
+        _barrier()  # every rank's files are written
         if world.is_main:
+            _fsync_tree(tmp)
             if final.exists():  # same step saved before by a run that died before moving `latest`
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _fsync_dir(self.root)
             _write_pointer(self.root, tag)
             self._prune(keep_tag=tag)
-            log.info("checkpoint: step %d -> %s", step, final)
+            log.info("checkpoint: step %d -> %s (%.2f s)", step, final, time.perf_counter() - started)
+        self._last_save_s = elapsed_s
         _barrier()
         return final
 
@@ -225,8 +300,8 @@ class Checkpointer:
         import torch
 
         path = latest_checkpoint(self.root.parent)
-        if path is None:
-            log.warning("resume: no checkpoint in %s; starting from step 0", self.root)
+        if path is None:  # resume_step() let it through: resume_from_scratch=true
+            log.warning("resume: no checkpoint in %s; starting from step 0 (resume_from_scratch=true)", self.root)
             return False
         state = json.loads((path / "state.json").read_text())
         if state["world_size"] != trainer.world.size:
@@ -248,7 +323,6 @@ class Checkpointer:
         return True
 
 
-# ---------------------------------------------------------------------------- train resume=RUN_DIR
 def resume_config(run_dir: Path, overrides: list[str]):
     """The saved ``config.yaml`` of ``run_dir`` with ``resume`` set and the allowed overrides
     (:data:`RESUME_OVERRIDABLE`) applied; any other override is an error, since a resumed
@@ -264,7 +338,7 @@ def resume_config(run_dir: Path, overrides: list[str]):
         key = o.split("=", 1)[0].lstrip("+~")
         if key in ("resume", "run_dir") or key.startswith("hydra."):
             continue
-        (accepted if key in RESUME_OVERRIDABLE else rejected).append(o)
+        (accepted if key in RESUME_OVERRIDABLE or key == "resume_from_scratch" else rejected).append(o)
     if rejected:
         raise ConfigError(f"resume={run_dir} continues the run with its saved config.yaml; only {', '.join(RESUME_OVERRIDABLE)} "
                           f"may be changed, got: {' '.join(rejected)}")
@@ -273,10 +347,27 @@ def resume_config(run_dir: Path, overrides: list[str]):
     tc = OmegaConf.to_object(merged)
     tc.resume = str(run_dir)
     tc.run_dir = str(run_dir)
+    if latest_checkpoint(run_dir) is None and not tc.resume_from_scratch:
+        raise NoCheckpoint(run_dir)
     return tc
 
 
-# ---------------------------------------------------------------------------- final weights
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run of this project: a ``config.yaml`` that reads as a
+    :class:`~critic_free_rl.config.schema.TrainConfig`. ``overwrite=true`` deletes only such
+    a folder's outputs."""
+    from omegaconf import OmegaConf
+
+    from critic_free_rl.config.schema import TrainConfig
+
+    try:
+        saved = OmegaConf.load(Path(path) / "config.yaml")
+        OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+    except Exception:  # missing, unreadable, or not our schema
+        return False
+    return all(k in saved for k in ("model", "algorithm", "reward", "trainer"))
+
+
 def save_final(learner, out_dir: Path, tokenizer, world) -> dict:
     """Collective: every rank streams the full policy weights once (ZeRO-3 gathers them one
     tensor at a time) and hashes them; rank 0 also keeps a CPU copy and writes the

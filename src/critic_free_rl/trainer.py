@@ -23,7 +23,7 @@ from critic_free_rl.backends.distributed import World, any_rank
 from critic_free_rl.backends.learner import Learner, UpdateInputs
 from critic_free_rl.backends.sequences import pack
 from critic_free_rl.backends.sync_check import engine_sync_check
-from critic_free_rl.checkpointing import Checkpointer, latest_step, save_final
+from critic_free_rl.checkpointing import Checkpointer, save_final
 from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.data.chat import apply_chat_template
 from critic_free_rl.data.datasets import Example, load_split
@@ -34,6 +34,7 @@ from critic_free_rl.models.loading import resolve_model_path
 from critic_free_rl.rewards.pipeline import RewardPipeline
 from critic_free_rl.rewards.prm_train import resolve_prm_path
 from critic_free_rl.rollout import RolloutBatch, SamplingSpec, flatten_groups, make_engine
+from critic_free_rl.shutdown import StopRequest, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,9 @@ class Trainer:
         train, test = load_split(cfg.data, cfg.data.train_split), load_split(cfg.data, cfg.data.test_split)
         self.train_examples, self.test_examples = train.examples, test.examples
         self.skipped_rows = {"train": train.skipped, "test": test.skipped}
-        self.checkpointer = Checkpointer(run_dir, t.checkpoint_every, t.keep_checkpoints)
+        self.checkpointer = Checkpointer(run_dir, t.checkpoint_every, t.keep_checkpoints, t.checkpoint_every_minutes)
         # resume: TensorBoard and metrics.jsonl drop what was logged after the last checkpoint
-        purge = (latest_step(run_dir) + 1 if latest_step(run_dir) else 0) if cfg.resume else None
+        purge = self.checkpointer.purge_step(cfg.resume_from_scratch) if cfg.resume else None
         self.tracker = Tracker(run_dir, enabled=world.is_main, purge_step=purge)
         self.tracker.scalars({f"data/skipped_rows/{k}": float(v) for k, v in self.skipped_rows.items()}, 0)
         self.timer = PhaseTimer()
@@ -216,6 +217,7 @@ class Trainer:
     def fit(self) -> dict:
         t = self.cfg.trainer
         t0 = time.time()
+        stop = StopRequest().install()  # SIGTERM / SIGINT: checkpoint after this step, then exit
         resumed = bool(self.cfg.resume) and self.checkpointer.restore(self)
         if t.eval_at_start and not resumed:
             self.state.initial_accuracy = self.run_eval(0)
@@ -227,8 +229,12 @@ class Trainer:
                 log.info("step %d/%d reward=%.3f success=%.3f len=%.1f kl=%.4f %.2fs", step + 1, t.total_steps, metrics["reward/mean"], metrics.get("reward/success_rate", float("nan")), metrics["response/length_tokens"], metrics.get("train/kl", 0.0), sum(v for k, v in metrics.items() if k.startswith("time/")))
             if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.total_steps:
                 self.run_eval(step + 1)
-            if self.checkpointer.due(step + 1):
+            save, stopping = self.checkpointer.decide(step + 1, time.time() - t0, stop.requested)
+            if save:
                 self.checkpointer.save(self, step + 1, time.time() - t0)
+            if stopping:
+                self.tracker.close()
+                raise TrainingInterrupted(step + 1)
         self.state.final_accuracy = self.run_eval(t.total_steps)
         wall = time.time() - t0 + self.checkpointer.elapsed_before
         final_dir = self.run_dir / "final"

@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import re
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -139,13 +138,20 @@ def parallel_jobs(requested: int) -> int:
 def run_job(job: Job, fixed: list[str]) -> bool:
     """Train (or reuse) one run in a fresh process; True when it finished."""
     run_dir = str(job.run_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    from critic_free_rl.checkpointing import latest_checkpoint
+    from critic_free_rl.shutdown import run_in_group
+
     cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", *fixed, *job.overrides, f"run_dir='{run_dir}'", *RESUME_OVERRIDES]
-    return subprocess.run(cmd).returncode == 0 and (job.run_dir / "summary.json").is_file()
+    if latest_checkpoint(job.run_dir) is not None and not (job.run_dir / "summary.json").is_file():  # interrupted: continue it
+        cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", f"resume='{run_dir}'"]
+    return run_in_group(cmd) == 0 and (job.run_dir / "summary.json").is_file()
 
 
 def run(args: list[str]) -> None:
     """Command-line entry of ``critic-free-rl compare`` (see the module docstring)."""
     from critic_free_rl.report.report import write_report
+
+    from critic_free_rl.shutdown import EXIT_INTERRUPTED, forward_signals, stop_was_forwarded
 
     opts, overrides = split_args(args)
     sweep_dir = Path(opts.runs) / f"compare-{opts.name}"
@@ -153,13 +159,17 @@ def run(args: list[str]) -> None:
     check_fixed_overrides(sweep_dir, fixed)
 
     def one(i: int, job: Job) -> bool:
+        if stop_was_forwarded():  # stopping: start no further run
+            return False
         # one write per line: the pool's threads print at the same time
         sys.stdout.write(f"[critic-free-rl] compare {opts.name}: run {i}/{len(jobs)}: {' '.join(job.overrides)}\n")
         sys.stdout.flush()
         return run_job(job, fixed)
 
-    with ThreadPoolExecutor(max_workers=parallel_jobs(opts.jobs)) as pool:
+    with forward_signals(), ThreadPoolExecutor(max_workers=parallel_jobs(opts.jobs)) as pool:
         done = list(pool.map(one, range(1, len(jobs) + 1), jobs))
+    if stop_was_forwarded():
+        raise SystemExit(EXIT_INTERRUPTED)
     failed = [j for j, ok in zip(jobs, done) if not ok]
     finished = [j.run_dir for j in jobs if (j.run_dir / "summary.json").is_file()]
     if finished:

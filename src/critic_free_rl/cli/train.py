@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from critic_free_rl.cli.hydra_app import hydra_output_dir, run_hydra
 from critic_free_rl.cli.plan import check_memory_plan
 from critic_free_rl.cli.multinode import for_disk, launcher_command, master_port, uses_launcher, wait_for_run_config
+from critic_free_rl.checkpointing import is_run_dir
 from critic_free_rl.config.environment import setup_environment
 from critic_free_rl.config.loading import to_train_config
+from critic_free_rl.shutdown import EXIT_INTERRUPTED, forward_signals, run_in_group, stop_was_forwarded
 
 
 def prepare_run_dir(run_dir: Path, tc) -> bool:
@@ -35,6 +36,9 @@ def prepare_run_dir(run_dir: Path, tc) -> bool:
     started = done or any(run_dir.glob("events.out.tfevents*")) or (run_dir / "final").exists() or (run_dir / "checkpoints").exists()
     if started and not tc.overwrite:
         raise FileExistsError(f"run directory {run_dir} already holds a run; pass overwrite=true, resume={run_dir}, or choose another run_dir=")
+    if started and not is_run_dir(run_dir):
+        raise FileExistsError(f"run directory {run_dir} holds files but no config.yaml of a critic-free-rl run: "
+                              "overwrite=true deletes only a run's own outputs; choose another run_dir=")
     if started:
         import shutil
 
@@ -68,7 +72,10 @@ def launch_ranks(run_dir: Path, t) -> None:
         raise FileNotFoundError(f"trainer.hostfile={t.hostfile}: no such file")
     cmd = launcher_command(t, run_dir, master_port(t))
     print("[critic-free-rl] launching:", " ".join(cmd), flush=True)
-    rc = subprocess.run(cmd, env=os.environ.copy()).returncode
+    with forward_signals():  # the ranks checkpoint and stop; nothing of them outlives this process
+        rc = run_in_group(cmd, env=os.environ.copy())
+    if stop_was_forwarded():
+        raise SystemExit(EXIT_INTERRUPTED)
     if rc:
         raise SystemExit(f"critic-free-rl: DeepSpeed ranks exited with code {rc}")
 
@@ -112,7 +119,8 @@ def _run_or_launch(tc, run_dir: Path) -> None:
     if uses_launcher(tc.trainer) and "LOCAL_RANK" not in os.environ:
         launch_ranks(run_dir, tc.trainer)
     elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        rc = subprocess.run([sys.executable, "-m", "critic_free_rl.cli.launch", str(run_dir)], env=os.environ.copy()).returncode
+        with forward_signals():
+            rc = run_in_group([sys.executable, "-m", "critic_free_rl.cli.launch", str(run_dir)], env=os.environ.copy())
         if rc:
             raise SystemExit(f"critic-free-rl: training process exited with code {rc}")
     else:

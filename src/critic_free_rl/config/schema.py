@@ -250,9 +250,11 @@ class TrainerConfig:
     eval_at_start: bool = True
     log_completions: int = 4
     #: resumable checkpoint every N steps into RUN_DIR/checkpoints (0 = none); see checkpointing.py
-    checkpoint_every: int = 0
+    checkpoint_every: int = 10
+    #: also checkpoint when this many minutes of wall time passed since the last one (0 = off)
+    checkpoint_every_minutes: float = 0.0
     #: how many complete checkpoints to keep (the newest)
-    keep_checkpoints: int = 1
+    keep_checkpoints: int = 2
     seed: int = 0
     #: where the reference model runs: same | cpu | cuda:N
     ref_device: str = "same"
@@ -324,6 +326,9 @@ class TrainConfig:
     run_dir: str = "runs/${now:%Y%m%d-%H%M%S}"
     overwrite: bool = False
     resume: Optional[str] = None
+    #: ``train resume=RUN`` on a run without a complete checkpoint: restart it from step 0
+    #: (otherwise refused, exit code checkpointing.EXIT_NO_CHECKPOINT)
+    resume_from_scratch: bool = False
     experiment: str = "default"
     #: modules (dotted names or .py paths) imported at start-up in every process, before
     #: validation: estimators registered from outside the package (config/plugins.py)

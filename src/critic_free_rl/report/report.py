@@ -45,11 +45,19 @@ def _tensorboard_section(tb_dir: Path, runs: list[Run]) -> str:
     )
 
 
+def report_dir_of(out: Path, name: str) -> Path:
+    """``out / name``; ``ValueError`` when ``name`` would leave ``out`` (``..``, an absolute
+    path, a separator): the report folder's ``tb/`` is rewritten."""
+    if not name or name in (".", "..") or Path(name).name != name or "/" in name or os.sep in name:
+        raise ValueError(f"report name {name!r} must be a plain folder name (no '/', '..' or absolute path)")
+    return out / name
+
+
 def write_report(run_dirs: list[Path], name: str, out: Path) -> Path:
     """Write the report of ``run_dirs`` into ``out / name``; returns the report.md path."""
+    report_dir = report_dir_of(out, name)
     runs = [load_run(p) for p in find_run_dirs(run_dirs)]
     groups = group_runs(runs)
-    report_dir = out / name
     report_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_curves(groups, report_dir)
     tb_dir = write_tensorboard_view(groups, report_dir / "tb")

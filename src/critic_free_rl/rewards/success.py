@@ -3,9 +3,15 @@
 Answers are compared with math-verify only; model text is never ``eval``-ed or executed.
 Parsing and symbolic comparison run in a persistent pool of worker processes started
 from a ``forkserver`` (the parent holds torch / vLLM threads, so it must not ``fork``).
-Each completion gets a hard wall-clock budget: a worker still busy after ``timeout_s``
-is killed and replaced (cheap: the fork server has math-verify preloaded), the
-completion scores as wrong and is counted in ``verify_timeouts``.
+Each completion gets a budget of ``timeout_s`` seconds of the worker's own CPU time,
+enforced by the kernel (``RLIMIT_CPU``: the worker dies of ``SIGXCPU``), so a verdict does
+not depend on how loaded the machine is; a wall-clock backstop
+(:func:`wall_backstop_s`, many times the budget) only catches a worker that makes no
+progress at all. A worker out of budget is replaced (cheap: the fork server has
+math-verify preloaded), the completion scores as wrong and is counted in
+``verify_timeouts``. Workers die with their parent, the fork server (parent-death signal),
+which exits with the process that owns the pool; they ignore SIGTERM / SIGINT, which are
+the owner's to act on.
 
 What the workers see is capped cheaply in the parent first: only the last
 :data:`ANSWER_TAIL_CHARS` characters of a completion can hold its final answer, lone
@@ -15,8 +21,10 @@ reference is accepted without a worker round trip.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import resource
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -27,7 +35,7 @@ from typing import Optional
 from latex2sympy2_extended.math_normalization import extract_boxed_content
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from critic_free_rl.data.answers import REFERENCE_FORMATS, parse_reference  # noqa: F401 (REFERENCE_FORMATS: read here by config.validate)
+from critic_free_rl.data.answers import parse_reference
 
 #: only this many trailing characters of a completion are searched for the answer
 ANSWER_TAIL_CHARS = 2048
@@ -35,6 +43,10 @@ ANSWER_TAIL_CHARS = 2048
 WORKER_MEMORY_BYTES = 2 << 30
 #: how long a fresh worker may take to import math-verify before the pool gives up
 WORKER_START_TIMEOUT_S = 120.0
+#: wall-clock backstop of one completion: this many times its CPU budget, at least
+#: :data:`WALL_BACKSTOP_MIN_S` (a worker starved of CPU by other jobs still gets its budget)
+WALL_BACKSTOP_FACTOR = 20.0
+WALL_BACKSTOP_MIN_S = 60.0
 
 _READY = "ready"
 # completion answers: a \boxed{} wins over any other number in the text
@@ -84,9 +96,42 @@ def verify_answer(region: str, reference: str) -> bool:
     return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
 
 
-def _worker_main(conn: Connection) -> None:
-    """Verify loop of one worker: receive ``(region, reference)``, send a bool; ``None`` stops."""
+def wall_backstop_s(timeout_s: float) -> float:
+    """Wall seconds after which a busy worker is killed whatever CPU time it used."""
+    return max(WALL_BACKSTOP_MIN_S, WALL_BACKSTOP_FACTOR * timeout_s)
+
+
+def _cpu_seconds() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def _limit_cpu(budget_s: float) -> None:
+    """Let the kernel end this process once it used ``budget_s`` more CPU seconds.
+
+    ``RLIMIT_CPU`` counts whole seconds, so the budget is rounded up (at most a second
+    more); the soft limit's ``SIGXCPU`` ends the process (no handler, no core file).
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(_cpu_seconds() + budget_s)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _worker_main(conn: Connection, timeout_s: float) -> None:
+    """Verify loop of one worker: receive ``(region, reference)``, send a bool; ``None`` stops.
+
+    Each job runs under a CPU-time limit of ``timeout_s`` (:func:`_limit_cpu`)."""
+    from critic_free_rl.shutdown import die_with_parent
+
+    die_with_parent()
+    # a stop request is the pool owner's to act on (it finishes its step); the worker dies
+    # when the owner closes the pool or exits
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     conn.send(_READY)
     while True:
@@ -96,7 +141,13 @@ def _worker_main(conn: Connection) -> None:
             return
         if job is None:
             return
+        _limit_cpu(timeout_s)
         conn.send(verify_answer(*job))
+
+
+def _died_of_cpu_limit(proc: mp.process.BaseProcess) -> bool:
+    proc.join(timeout=5.0)
+    return proc.exitcode == -signal.SIGXCPU
 
 
 @dataclass
@@ -109,7 +160,8 @@ class _Worker:
 
 
 class SuccessVerifier:
-    """Persistent pool of ``num_workers`` verify processes with a per-completion budget.
+    """Persistent pool of ``num_workers`` verify processes with a per-completion budget
+    of ``timeout_s`` CPU seconds (see the module docstring).
 
     Use as a context manager or call :meth:`close`; the workers are daemons, so they
     also die with the parent. As with any ``spawn`` / ``forkserver`` child, each worker
@@ -130,7 +182,7 @@ class SuccessVerifier:
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(child_end,), daemon=True, name="verify-worker")
+        proc = self._ctx.Process(target=_worker_main, args=(child_end, self.timeout_s), daemon=True, name="verify-worker")
         proc.start()
         child_end.close()
         return _Worker(proc, parent_end)
@@ -146,8 +198,9 @@ class SuccessVerifier:
         """Whether each completion's answer equals its reference, plus counters.
 
         Returns ``(correct [B], {"verify_timeouts": n, "verify_worker_errors": m})``:
-        timeouts are completions that used up ``timeout_s``; worker errors are workers
-        that died (crash, out of memory). Both score as wrong.
+        timeouts are completions that used up their CPU budget ``timeout_s`` (or the wall
+        backstop); worker errors are workers that died otherwise (crash, out of memory).
+        Both score as wrong.
         """
         if not self._workers:
             raise RuntimeError("SuccessVerifier is closed")
@@ -172,7 +225,7 @@ class SuccessVerifier:
                     pending.appendleft(i)
                     self._replace(slot)
                     continue
-                w.job, w.deadline = i, time.monotonic() + self.timeout_s
+                w.job, w.deadline = i, time.monotonic() + wall_backstop_s(self.timeout_s)
 
     def _collect(self, correct: list[bool], counts: dict[str, float]) -> None:
         """Wait for the next result / readiness / deadline and apply what arrived."""
@@ -189,7 +242,7 @@ class SuccessVerifier:
                     if not w.ready:
                         raise RuntimeError("a verify worker died while starting (see its stderr)") from None
                     if w.job is not None:
-                        counts["verify_worker_errors"] += 1
+                        counts["verify_timeouts" if _died_of_cpu_limit(w.proc) else "verify_worker_errors"] += 1
                     self._replace(slot)
                     continue
                 if msg == _READY:
