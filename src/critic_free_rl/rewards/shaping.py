@@ -48,8 +48,9 @@ def shape_step_rewards(scores: torch.Tensor, mode: str, eta: float = 0.0, mask: 
 
 def validate_reward(r: RewardConfig) -> None:
     """Cross-field checks of ``cfg.reward``, from the selected shape's declared needs;
-    raises :class:`~critic_free_rl.config.validate.ConfigError` naming the key."""
-    from critic_free_rl.config.validate import ConfigError, _choice
+    raises :class:`~critic_free_rl.config.errors.ConfigError` naming the key."""
+    from critic_free_rl.config.errors import ConfigError
+    from critic_free_rl.config.errors import choice as _choice
 
     _choice("reward.name", r.name, set(REWARD_MODES))
     shaping = REWARD_MODES[r.name]
