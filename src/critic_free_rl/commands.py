@@ -218,18 +218,25 @@ def report(args: list[str]) -> None:
 def _train_prm_task(cfg) -> None:
     tc = to_train_config(cfg)
     setup_environment()
-    from critic_free_rl.rewards.prm_train import embedded_prm_for, load_eval
+    from critic_free_rl.models.cache import read_record
+    from critic_free_rl.models.prm_eval import format_auc
+    from critic_free_rl.models.reward_models import embedded_orm_for, embedded_prm_for
 
     path = embedded_prm_for(tc.reward, tc.data)
-    e = load_eval(path)
+    e = read_record(path, "prm_eval.json")
     print(path)
-    print(f"held-out step accuracy {e['accuracy']:.4f} (balanced {e['balanced_accuracy']:.4f}; good steps "
-          f"{e['accuracy_good']:.4f}, bad steps {e['accuracy_bad']:.4f}; majority baseline {e['majority_baseline']:.4f}; "
-          f"{e['steps']} steps of {e['solutions']} test-split solutions); trained in {e['train_seconds']:.0f} s")
+    print(f"held-out {format_auc(e)}; step accuracy {e['step_accuracy']:.4f}; trained in {e['train_seconds']:.0f} s")
+    if tc.reward.orm == "embedded":
+        path = embedded_orm_for(tc.reward, tc.data)
+        o = read_record(path, "orm_eval.json")
+        print(path)
+        print(f"held-out final-answer accuracy {o['accuracy']:.4f} (AUC {o['auc']:.4f}, {o['solutions']} solutions); "
+              f"trained in {o['train_seconds']:.0f} s")
 
 
 def train_prm(args: list[str]) -> None:
-    """Train (once, cached) the embedded tiny PRM; print its path and held-out step accuracy."""
+    """Train (once, cached) the embedded tiny PRM (and with reward.orm=embedded the ORM); print
+    their paths and held-out figures."""
     run_hydra("train-prm", args + QUIET_HYDRA, _train_prm_task)
 
 
@@ -270,7 +277,7 @@ def _score_task(cfg, records: list[dict], output: Path) -> None:
     setup_environment()
     from critic_free_rl.logging.tracker import atomic_write_text
     from critic_free_rl.rewards.pipeline import RewardPipeline, score_records
-    from critic_free_rl.rewards.prm_train import resolve_prm_path
+    from critic_free_rl.models.reward_models import resolve_orm_path, resolve_prm_path
 
     if tc.model.embedded:  # the embedded policy's tokenizer, without building the policy
         from critic_free_rl.models.tiny import build_char_tokenizer
@@ -281,6 +288,7 @@ def _score_task(cfg, records: list[dict], output: Path) -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(tc.model.name_or_path, trust_remote_code=tc.model.trust_remote_code)
     rcfg = dataclasses.replace(tc.reward, prm=resolve_prm_path(tc.reward, tc.data))
+    rcfg = dataclasses.replace(rcfg, orm=resolve_orm_path(tc.reward, tc.data))
     with RewardPipeline(rcfg, tokenizer) as pipeline:
         scored = [row for lo in range(0, len(records), 256) for row in score_records(records[lo:lo + 256], pipeline)]
     atomic_write_text(output, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in scored))

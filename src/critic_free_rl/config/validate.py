@@ -85,6 +85,12 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError("reward.prm_kind=token_cls needs reward.prm_separator (the token the PRM is read at)")
         if r.prm_kind == "tag_lm" and not (r.step_tag and r.prm_positive_token and r.prm_negative_token):
             raise ConfigError("reward.prm_kind=tag_lm needs reward.step_tag, reward.prm_positive_token and reward.prm_negative_token")
+    if r.prm_noise and r.prm != "exact":
+        raise ConfigError(f"reward.prm_noise={r.prm_noise} flips the judgements of prm=exact only (got reward.prm={r.prm!r})")
+    if r.prm == "exact" and cfg.data.name != "embedded":
+        raise ConfigError(f"reward.prm=exact is the embedded task's step rule; data.name={cfg.data.name!r} has none")
+    if not 0.0 <= r.prm_noise <= 1.0:
+        raise ConfigError(f"reward.prm_noise={r.prm_noise} must be a probability in [0, 1]")
     if r.name == "orm" and not r.orm:
         raise ConfigError("reward.name='orm' needs reward.orm (an outcome reward model name or path)")
     if t.total_steps < 1:

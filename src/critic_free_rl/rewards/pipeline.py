@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from critic_free_rl.config.schema import RewardConfig
 from critic_free_rl.rewards.monitors import step_metrics
 from critic_free_rl.rewards.orm import OutcomeRewardModel
-from critic_free_rl.rewards.prm import ProcessRewardModel
+from critic_free_rl.rewards.prm import load_prm
 from critic_free_rl.rewards.shaping import shape_step_rewards
 from critic_free_rl.rewards.steps import locate_step_ends, split_steps
 from critic_free_rl.rewards.success import SuccessVerifier, encodable
@@ -63,7 +63,7 @@ class RewardPipeline:
             raise ValueError(f"reward.name={cfg.name!r} needs reward.shaping={shaping!r}, got {cfg.shaping!r}")
         split_steps("", cfg.step_split, cfg.step_tag, cfg.max_steps)  # fail fast on a bad splitter
         self.cfg, self.tokenizer = cfg, tokenizer
-        self.prm = ProcessRewardModel.from_config(cfg) if shaping is not None else None
+        self.prm = load_prm(cfg) if shaping is not None else None
         self.orm = OutcomeRewardModel.from_config(cfg) if cfg.name == "orm" else None
         self.verifier = SuccessVerifier(cfg.verify_timeout_s, cfg.verify_workers)
 
