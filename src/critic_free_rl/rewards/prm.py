@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from critic_free_rl.config.schema import RewardConfig
+from critic_free_rl.data.arithmetic_steps import label_steps
 from critic_free_rl.rewards.hf_scoring import (encode_prompts, fit_prompt_response, load_model, output_logits, pad_token_id,
                                                padded_batches, resolve_device, single_token_id, usable_length)
 
@@ -140,8 +141,6 @@ class ExactStepJudge:
 
     def score(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
         """Per-sample step scores in {0, 1}, ``len(scores[i]) == len(steps[i])``."""
-        from critic_free_rl.data.arithmetic_steps import label_steps
-
         if len(prompts) != len(steps):
             raise ValueError(f"{len(prompts)} prompts but {len(steps)} step lists")
         out = []
