@@ -12,7 +12,7 @@ distribution) with the HF rollout engine, cuts them into steps as the reward pip
 - ``steps``: steps per completion; ``extra_steps``: steps beyond the gold solution's
   (one per operation plus the box);
 - ``wrong_frac``: share of steps that the rule labelling the embedded PRM's training data
-  (:func:`critic_free_rl.rewards.prm_train.label_steps`) calls bad: wrong, not following,
+  (:func:`critic_free_rl.data.arithmetic_steps.label_steps`) calls bad: wrong, not following,
   or after an error; ``redundant_frac``: share of steps that are correct but do not
   advance (good by that rule beyond the ones a solution needs: a restated step,
   ``x + 0 = x``, a repeated box);
@@ -47,7 +47,7 @@ def audit_completions(prompts: list[str], completions: list[str], references: li
     """The module docstring's figures for ``completions`` of embedded-task ``prompts``
     (one each), ``prm`` a :class:`~critic_free_rl.rewards.prm.ProcessRewardModel`."""
     from critic_free_rl.models.warmstart import last_boxed_is
-    from critic_free_rl.rewards.prm_train import label_steps, parse_problem
+    from critic_free_rl.data.arithmetic_steps import label_steps, parse_problem
     from critic_free_rl.rewards.steps import split_steps
 
     steps = [[s.text.strip() for s in split_steps(text, "line")] for text in completions]
@@ -85,7 +85,7 @@ def main() -> None:
     from critic_free_rl.report.events import find_run_dirs, load_run
     from critic_free_rl.report.groups import group_runs
     from critic_free_rl.rewards.prm import ProcessRewardModel
-    from critic_free_rl.rewards.prm_train import resolve_prm_path
+    from critic_free_rl.models.reward_models import resolve_prm_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories or folders of runs")

@@ -9,7 +9,7 @@ from conftest import REPO
 from test_prm_train import SEP, TINY_ARCH, TINY_TRAIN, _data
 
 from critic_free_rl.rewards.prm import ProcessRewardModel
-from critic_free_rl.rewards.prm_train import embedded_prm
+from critic_free_rl.models.prm_train import embedded_prm
 
 
 def _audit_module():

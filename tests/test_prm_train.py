@@ -1,30 +1,39 @@
-"""The embedded tiny PRM: the step-labelling rule, the noisy-solver data, a very small
-training run that yields a PRM loadable by ProcessRewardModel, caching and reward.prm
-resolution. Every model here is tiny and every cache lives in tmp_path."""
+"""The embedded tiny PRM: the step-labelling rule, the labelled solutions, the held-out
+first-error AUC, a very small training run that yields a PRM loadable by
+ProcessRewardModel, caching and reward.prm resolution. Every model here is tiny and every
+cache lives in tmp_path."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from critic_free_rl.config.schema import DataConfig, RewardConfig
 from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_split
+from critic_free_rl.data.arithmetic_steps import (FIRST_ERROR_KINDS, LabelledSolution, first_error_solutions,
+                                                  label_steps, labelled_solutions, parse_problem, prefix_labels)
+from critic_free_rl.models import prm_train
+from critic_free_rl.models.prm_eval import auc, first_error_auc
+from critic_free_rl.models.prm_train import embedded_prm, train_prm
+from critic_free_rl.models.reward_models import resolve_prm_path
 from critic_free_rl.models.tiny import build_tiny_model
-from critic_free_rl.rewards import prm_train
-from critic_free_rl.rewards.prm import ProcessRewardModel
-from critic_free_rl.rewards.prm_train import (LabelledSolution, embedded_prm, label_steps, labelled_solutions,
-                                              parse_problem, prefix_labels, resolve_prm_path, train_prm)
+from critic_free_rl.rewards.prm import ExactStepJudge, ProcessRewardModel
 
 SEP = "<extra_0>"
 PROMPT = "What is 17 + 5 - 8?\n"
 TINY_ARCH = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-TINY_TRAIN = dict(steps=4, batch_size=8, lr=1e-3, dense=1.0, per_problem=2, seed=0)
+TINY_TRAIN = dict(steps=4, batch_size=8, lr=1e-3, dense=1.0, lm=1.0, per_problem=2, seed=0)
 
 
 def _data(**kw) -> DataConfig:
     return DataConfig(name="embedded", path="embedded", num_train=kw.pop("num_train", 24), num_test=kw.pop("num_test", 6),
                       spec={"min_ops": 2, "max_ops": 3, "max_first": 99, "max_operand": 9}, **kw)
+
+
+def _prompts(n: int, seed: int) -> list[str]:
+    return [row["question"] + "\n" for row in generate_split(n, seed, ArithmeticSpec(max_operand=9))]
 
 
 # --------------------------------------------------------------------------- labelling rule
@@ -80,24 +89,58 @@ def test_gold_solutions_of_the_generator_are_all_good() -> None:
         assert label_steps(row["question"] + "\n", steps) == [True] * len(steps)
 
 
-def test_noisy_solutions_are_seeded_labelled_by_the_rule_and_cover_every_case() -> None:
-    prompts = [row["question"] + "\n" for row in generate_split(100, 3, ArithmeticSpec(max_operand=9))]
+def test_solutions_are_seeded_labelled_by_the_rule_and_hold_each_mistake_they_claim() -> None:
+    """Catches a solver whose mistakes are not the kind it tags (a 'wrong result' that is
+    right, an 'extra operation' before the chain ends): the first bad step must carry the tag."""
+    prompts = _prompts(200, 3)
     data = labelled_solutions(prompts, 4, seed=5)
     assert [(d.steps, d.labels) for d in data] == [(d.steps, d.labels) for d in labelled_solutions(prompts, 4, seed=5)]
-    assert len(data) == 400
     for d in data:
         assert d.labels == label_steps(d.prompt, d.steps)
         assert all(s == s.strip() and s for s in d.steps)
-        bad = [i for i, ok in enumerate(d.labels) if not ok]
-        assert not bad or all(not ok for ok in d.labels[bad[0]:])  # bad after the first error
-    cats = {c.split(":")[0] + (":" + c.split(":")[1] if c.startswith("first_error") else "")
-            for d in data for c in d.categories}
-    assert {"good", "after_error", "first_error:result", "first_error:operand", "first_error:follow",
-            "first_error:skip"} <= cats
-    tags = {c for d in data for c in d.categories}
-    assert {"good:gold", "good:redundant", "good:box"} <= tags
+    first = Counter(c.removeprefix("first_error:") for d in data for c in d.categories if c.startswith("first_error:"))
+    claimed = Counter(c.split(":")[-1] for d in data for c in d.categories
+                      if c.startswith("first_error:") or c.startswith("good:error:"))
+    for kind in FIRST_ERROR_KINDS:
+        assert first[kind] >= 0.95 * claimed[kind] > 60  # the four kinds are there, and really wrong
     good = sum(y for d in data for y in d.labels) / sum(len(d.labels) for d in data)
-    assert 0.4 < good < 0.8
+    assert 0.45 < good < 0.75
+
+
+def test_first_error_solutions_cut_after_the_mistake_one_of_each_kind() -> None:
+    prompts = _prompts(50, 4)
+    data = first_error_solutions(prompts, seed=1)
+    assert len(data) == 5 * len(prompts)
+    for i, prompt in enumerate(prompts):
+        gold, *wrong = data[5 * i:5 * i + 5]
+        problem = parse_problem(prompt)
+        assert gold.labels == [True] * (len(problem.ops) + 1)
+        for d, kind in zip(wrong, FIRST_ERROR_KINDS):
+            assert d.labels[:-1] == [True] * (len(d.steps) - 1) and d.labels[-1] is False
+            assert d.categories[-1] == f"first_error:{kind}"
+        assert len(wrong[2].steps) == len(problem.ops) and wrong[2].steps[-1].startswith("\\boxed")  # one op early
+        assert len(wrong[3].steps) == len(problem.ops) + 1  # an operation after the chain is finished
+        operand = int(wrong[1].steps[-1].split(" = ")[0].split()[-1])
+        assert operand not in {b for _, b in problem.ops}
+
+
+def test_auc_by_hand() -> None:
+    assert auc([0.9, 0.8, 0.4], [0.5, 0.4]) == pytest.approx(4.5 / 6)
+    assert auc([1.0], [0.0]) == 1.0 and auc([0.0], [1.0]) == 0.0
+
+
+def test_first_error_auc_is_one_for_the_oracle_and_one_half_for_a_constant() -> None:
+    """Catches a measure that pools the wrong steps (after-error steps, or good steps as bad)."""
+    data = first_error_solutions(_prompts(40, 6), seed=2)
+    exact = first_error_auc(data, ExactStepJudge().score([d.prompt for d in data], [d.steps for d in data]))
+    assert exact["auc"] == 1.0 and all(v == 1.0 for v in exact["auc_by_kind"].values())
+    assert exact["n_first_error"] == {k: 40 for k in sorted(FIRST_ERROR_KINDS)}
+    const = first_error_auc(data, [[0.7] * len(d.steps) for d in data])
+    assert const["auc"] == 0.5
+    # scoring only the premature boxes low separates that kind and no other
+    boxes = [[0.0 if c == "first_error:premature_box" else 0.5 for c in d.categories] for d in data]
+    by_kind = first_error_auc(data, boxes)["auc_by_kind"]
+    assert by_kind["premature_box"] == 1.0 and by_kind["result"] == 0.5
 
 
 # --------------------------------------------------------------------------- training
@@ -123,10 +166,9 @@ def test_embedded_prm_trains_caches_and_scores_through_process_reward_model(cach
     assert path.parent == cache_dir and path.name.startswith("prm-")
     assert sorted(p.name for p in cache_dir.iterdir() if p.suffix != ".lock") == [path.name]  # no temp folder left behind
     report = json.loads((path / "prm_eval.json").read_text())
-    assert report["steps"] > 0 and report["solutions"] == dcfg.num_test * prm_train.EVAL_PER_PROBLEM
-    for key in ("accuracy", "balanced_accuracy", "accuracy_good", "accuracy_bad", "majority_baseline"):
-        assert 0.0 <= report[key] <= 1.0
-    assert report["train_seconds"] > 0 and report["by_category"]
+    assert report["n_first_error"] == {k: dcfg.num_test for k in sorted(FIRST_ERROR_KINDS)}
+    assert 0.0 <= report["auc"] <= 1.0 and set(report["auc_by_kind"]) == set(FIRST_ERROR_KINDS)
+    assert report["train_seconds"] > 0 and 0.0 <= report["step_accuracy"] <= 1.0
 
     prm = ProcessRewardModel(str(path), "token_cls", SEP, device="cpu")
     assert prm.model.config.num_labels == 2
@@ -141,12 +183,12 @@ def test_embedded_prm_trains_caches_and_scores_through_process_reward_model(cach
     assert other != path and other.parent == cache_dir and (other / "config.json").is_file()
 
 
-def test_resolve_prm_path(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prm_train, "DEFAULT_ARCH", TINY_ARCH)
-    monkeypatch.setattr(prm_train, "DEFAULT_TRAIN", TINY_TRAIN)
+def test_resolve_prm_path(cache_dir: Path) -> None:
     dcfg = _data()
-    rcfg = RewardConfig(name="pr_delta", shaping="delta", prm="embedded", prm_separator=SEP, prm_device="cpu")
+    rcfg = RewardConfig(name="pr_delta", shaping="delta", prm="embedded", prm_separator=SEP, prm_device="cpu",
+                        embedded_rm={"arch": TINY_ARCH, "prm": TINY_TRAIN})
     assert resolve_prm_path(RewardConfig(name="pr", prm="org/some-prm"), dcfg) == "org/some-prm"
+    assert resolve_prm_path(RewardConfig(name="pr", prm="exact"), dcfg) == "exact"
     assert resolve_prm_path(RewardConfig(name="success"), dcfg) is None
     assert resolve_prm_path(RewardConfig(name="success", prm="embedded"), dcfg) is None  # unused: not trained
     assert not cache_dir.exists()

@@ -29,7 +29,7 @@ CHAR_ARCHS: dict[str, dict] = {
 
 
 def _cache() -> Path:
-    from critic_free_rl.models.loading import cache_root
+    from critic_free_rl.models.cache import cache_root
 
     return cache_root() / "bench"
 

@@ -32,7 +32,7 @@ from critic_free_rl.evaluation import evaluate
 from critic_free_rl.logging.tracker import PhaseTimer, Tracker
 from critic_free_rl.models.loading import resolve_model_path
 from critic_free_rl.rewards.pipeline import RewardPipeline
-from critic_free_rl.rewards.prm_train import resolve_prm_path
+from critic_free_rl.models.reward_models import resolve_orm_path, resolve_prm_path
 from critic_free_rl.rollout import RolloutBatch, SamplingSpec, flatten_groups, make_engine
 from critic_free_rl.shutdown import StopRequest, TrainingInterrupted
 
@@ -74,6 +74,7 @@ class Trainer:
         # reward.prm=embedded: the tiny PRM of the embedded task, trained once and cached;
         # resolved before the rollout engine takes its memory, and failing before it loads
         reward_cfg = dataclasses.replace(cfg.reward, prm=resolve_prm_path(cfg.reward, cfg.data, log.info))
+        reward_cfg = dataclasses.replace(reward_cfg, orm=resolve_orm_path(cfg.reward, cfg.data, log.info))
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.model.trust_remote_code)

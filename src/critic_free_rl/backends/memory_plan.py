@@ -153,7 +153,7 @@ def policy_figures(cfg: TrainConfig) -> ArchFigures:
 def prm_figures(cfg: TrainConfig) -> Optional[ArchFigures]:
     r = cfg.reward
     if r.prm == "embedded":
-        from critic_free_rl.rewards.prm_train import DEFAULT_ARCH
+        from critic_free_rl.models.prm_train import DEFAULT_ARCH
 
         return _embedded(DEFAULT_ARCH, CHAR_VOCAB + 1, "cls:2")  # + the step separator token
     return r.prm_figures

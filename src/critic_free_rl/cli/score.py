@@ -19,7 +19,7 @@ def _score_task(cfg, src: Path, output: Path) -> None:
     tc = to_train_config(cfg)
     setup_environment()
     from critic_free_rl.rewards.pipeline import RewardPipeline
-    from critic_free_rl.rewards.prm_train import resolve_prm_path
+    from critic_free_rl.models.reward_models import resolve_orm_path, resolve_prm_path
     from critic_free_rl.rewards.score_file import score_file
 
     if tc.model.embedded:  # the embedded policy's tokenizer, without building the policy
@@ -30,7 +30,7 @@ def _score_task(cfg, src: Path, output: Path) -> None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tc.model.name_or_path, trust_remote_code=tc.model.trust_remote_code)
-    rcfg = dataclasses.replace(tc.reward, prm=resolve_prm_path(tc.reward, tc.data))
+    rcfg = dataclasses.replace(tc.reward, prm=resolve_prm_path(tc.reward, tc.data), orm=resolve_orm_path(tc.reward, tc.data))
     with RewardPipeline(rcfg, tokenizer) as pipeline:
         scored, failed = score_file(src, output, pipeline)
     print(f"[critic-free-rl] scored {scored} rows with reward={rcfg.name}, {failed} bad row(s) skipped -> {output}", flush=True)

@@ -1,5 +1,6 @@
-"""``critic-free-rl train-prm [overrides]``: train (once, cached) the embedded tiny PRM;
-print its path and held-out step accuracy."""
+"""``critic-free-rl train-prm [overrides]``: train (once, cached) the embedded tiny PRM, and
+with ``reward=orm`` the embedded ORM; print their paths and held-out figures (the PRM's
+first-error AUC overall and per kind of mistake, the ORM's final-answer accuracy)."""
 from __future__ import annotations
 
 from critic_free_rl.cli.hydra_app import QUIET_HYDRA, run_hydra
@@ -10,14 +11,20 @@ from critic_free_rl.config.loading import to_train_config
 def _task(cfg) -> None:
     tc = to_train_config(cfg)
     setup_environment()
-    from critic_free_rl.rewards.prm_train import embedded_prm_for, load_eval
+    from critic_free_rl.models.cache import read_record
+    from critic_free_rl.models.prm_eval import format_auc
+    from critic_free_rl.models.reward_models import embedded_orm_for, embedded_prm_for
 
     path = embedded_prm_for(tc.reward, tc.data)
-    e = load_eval(path)
+    e = read_record(path, "prm_eval.json")
     print(path)
-    print(f"held-out step accuracy {e['accuracy']:.4f} (balanced {e['balanced_accuracy']:.4f}; good steps "
-          f"{e['accuracy_good']:.4f}, bad steps {e['accuracy_bad']:.4f}; majority baseline {e['majority_baseline']:.4f}; "
-          f"{e['steps']} steps of {e['solutions']} test-split solutions); trained in {e['train_seconds']:.0f} s")
+    print(f"held-out {format_auc(e)}; step accuracy {e['step_accuracy']:.4f}; trained in {e['train_seconds']:.0f} s")
+    if tc.reward.orm == "embedded":
+        path = embedded_orm_for(tc.reward, tc.data)
+        o = read_record(path, "orm_eval.json")
+        print(path)
+        print(f"held-out final-answer accuracy {o['accuracy']:.4f} (AUC {o['auc']:.4f}, {o['solutions']} solutions); "
+              f"trained in {o['train_seconds']:.0f} s")
 
 
 def run(args: list[str]) -> None:

@@ -195,8 +195,13 @@ class RewardConfig:
     step_tag: Optional[str] = None
     #: steps past this many are merged into the last one (bounds PRM work per response)
     max_steps: int = 64
-    #: PRM preset name or path (None = no PRM)
+    #: PRM preset name or path (None = no PRM); "embedded": the tiny PRM trained on the embedded
+    #: task; "exact": the embedded task's own step rule (an oracle, not a learned model)
     prm: Optional[str] = None
+    #: prm=exact only: each step's 0/1 judgement is flipped with this probability (a PRM-quality dial)
+    prm_noise: float = 0.0
+    #: seed of the prm_noise flips (each flip is a hash of the seed, the sample's text and the step index)
+    prm_noise_seed: int = 0
     #: prm convention: tag_lm | token_cls
     prm_kind: str = "token_cls"
     prm_positive_token: Optional[str] = None
@@ -210,8 +215,10 @@ class RewardConfig:
     prm_batch_size: int = 64
     #: tokens a reward model (PRM or ORM) reads at most; the prompt is cut from the left first
     rm_max_length: int = 4096
-    #: ORM (sequence score) model path when name == orm
+    #: ORM (sequence score) model path when name == orm; "embedded": the tiny ORM of the embedded task
     orm: Optional[str] = None
+    #: overrides of the embedded PRM / ORM recipe: {arch: {...}, prm: {steps: ...}, orm: {steps: ...}}
+    embedded_rm: dict[str, Any] = field(default_factory=dict)
     # answer checking
     verify_timeout_s: float = 3.0
     verify_workers: int = 2

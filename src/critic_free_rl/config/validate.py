@@ -80,5 +80,11 @@ def validate(cfg: TrainConfig) -> None:
     samples = ro.prompts_per_step // t.num_ranks * ro.group_size
     if samples % a.num_minibatches:
         raise ConfigError(f"algorithm.num_minibatches={a.num_minibatches} does not divide the {samples} samples per rank per step (rollout.prompts_per_step / trainer.num_ranks * rollout.group_size)")
+    if r.prm_noise and r.prm != "exact":
+        raise ConfigError(f"reward.prm_noise={r.prm_noise} flips the judgements of prm=exact only (got reward.prm={r.prm!r})")
+    if not 0.0 <= r.prm_noise <= 1.0:
+        raise ConfigError(f"reward.prm_noise={r.prm_noise} must be a probability in [0, 1]")
+    if r.prm == "exact" and cfg.data.name != "embedded":
+        raise ConfigError(f"reward.prm=exact is the embedded task's step rule; data.name={cfg.data.name!r} has none")
     if t.total_steps < 1:
         raise ConfigError(f"trainer.total_steps={t.total_steps} must be at least 1")

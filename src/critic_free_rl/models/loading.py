@@ -2,43 +2,15 @@
 
 A hub name or a local folder is returned unchanged. ``model.embedded=true`` builds the
 bundled tiny character-level Qwen2 and its seeded SFT warm start on the embedded task,
-cached under ``$CFRL_CACHE`` (default ``~/.cache/critic-free-rl``) by a hash of every
-setting that shapes it, so later runs reuse it.
+kept in the embedded-asset cache (:mod:`critic_free_rl.models.cache`), so later runs reuse it.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
 import random
-import shutil
 from pathlib import Path
-from typing import Iterator
 
 from critic_free_rl.config.schema import DataConfig, ModelConfig
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CFRL_CACHE", Path.home() / ".cache" / "critic-free-rl"))
-
-
-@contextlib.contextmanager
-def cache_lock(entry: Path) -> Iterator[None]:
-    """Hold an exclusive lock on cache ``entry`` while building it, so concurrent runs (a
-    parallel ``compare``) build it once: the others wait, then find it cached."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.with_name(entry.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+from critic_free_rl.models.cache import cached, write_record
 
 
 def embedded_policy(mcfg: ModelConfig, dcfg: DataConfig) -> Path:
@@ -64,11 +36,7 @@ def embedded_policy(mcfg: ModelConfig, dcfg: DataConfig) -> Path:
     arch = dict(mcfg.arch)
     parts = {"arch": arch, "warmstart": w, "data_seed": dcfg.seed, "spec": dict(dcfg.spec), "num_train": dcfg.num_train,
              "num_test": dcfg.num_test, "template": dcfg.prompt_template, "v": 2}
-    out = cache_root() / f"policy-{_key(parts)}"
-    with cache_lock(out):
-        if not (out / "config.json").is_file():
-            _build_policy(out, parts, dcfg)
-    return out
+    return cached("policy", parts, lambda folder: _build_policy(folder, parts, dcfg))
 
 
 def warmstart_pairs(rows: list[dict[str, str]], template: str, max_ops: int, early_answer_frac: float, seed: int) -> list[tuple[str, str]]:
@@ -86,15 +54,14 @@ def warmstart_pairs(rows: list[dict[str, str]], template: str, max_ops: int, ear
 
 
 def _build_policy(out: Path, parts: dict, dcfg: DataConfig) -> None:
-    """Build the policy described by ``parts`` (see :func:`embedded_policy`) into ``out``."""
+    """Build the policy described by ``parts`` (see :func:`embedded_policy`) into folder ``out``."""
     from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_split, generate_task
     from critic_free_rl.models.tiny import build_tiny_model
     from critic_free_rl.models.warmstart import StopRule, sft
 
     w = parts["warmstart"]
     spec = ArithmeticSpec(**dcfg.spec)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    base = build_tiny_model(tmp / "init", seed=int(w.get("seed", 0)), **parts["arch"])
+    base = build_tiny_model(out.parent / "init", seed=int(w.get("seed", 0)), **parts["arch"])
     task = generate_task(dcfg.num_train, dcfg.num_test, dcfg.seed, spec)
     prompt = dcfg.prompt_template.format
     pairs = warmstart_pairs(task["train"], dcfg.prompt_template, spec.max_ops, float(w.get("early_answer_frac", 0.0)), int(w.get("seed", 0)))
@@ -103,13 +70,10 @@ def _build_policy(out: Path, parts: dict, dcfg: DataConfig) -> None:
         seen = frozenset(r["question"] for split in task.values() for r in split)
         val = generate_split(int(w.get("eval_problems", 200)), dcfg.seed + 2, spec, exclude=seen)
         stop = StopRule([(prompt(question=r["question"]), r["answer"]) for r in val], float(w["stop_at_accuracy"]), int(w.get("eval_every", 25)))
-    res = sft(base, tmp / "model", pairs, steps=int(w.get("steps", 1000)), batch_size=int(w.get("batch_size", 64)),
+    res = sft(base, out, pairs, steps=int(w.get("steps", 1000)), batch_size=int(w.get("batch_size", 64)),
               lr=float(w.get("lr", 1e-3)), seed=int(w.get("seed", 0)), stop=stop)
     record = {**parts, "steps_taken": res.steps, "validation_greedy_accuracy": res.accuracy}
-    (tmp / "model" / "warmstart.json").write_text(json.dumps(record, indent=2))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp / "model", out)  # atomic: a half-built model never looks cached
-    shutil.rmtree(tmp, ignore_errors=True)
+    write_record(out, "warmstart.json", record)
 
 
 def resolve_model_path(mcfg: ModelConfig, dcfg: DataConfig) -> str:

@@ -25,7 +25,7 @@ from critic_free_rl.config.schema import RewardConfig
 from critic_free_rl.rewards.monitors import overlong_metrics, shape_metrics, step_metrics
 from critic_free_rl.rewards.orm import OutcomeRewardModel
 from critic_free_rl.rewards.overlong import overlong_penalty
-from critic_free_rl.rewards.prm import ProcessRewardModel
+from critic_free_rl.rewards.prm import load_prm
 from critic_free_rl.rewards.shapes import get_shape
 from critic_free_rl.rewards.shaping import REWARD_MODES, shape_step_rewards, validate_reward
 from critic_free_rl.rewards.steps import locate_step_ends, split_steps
@@ -60,7 +60,7 @@ class RewardPipeline:
         self.cfg, self.tokenizer = cfg, tokenizer
         shaping = REWARD_MODES[cfg.name]
         self.needs = get_shape(shaping).needs if shaping is not None else ()
-        self.prm = ProcessRewardModel.from_config(cfg) if shaping is not None else None
+        self.prm = load_prm(cfg) if shaping is not None else None
         self.orm = OutcomeRewardModel.from_config(cfg) if cfg.name == "orm" else None
         self.verifier = SuccessVerifier(cfg.verify_timeout_s, cfg.verify_workers)
 

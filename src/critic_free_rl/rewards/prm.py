@@ -18,20 +18,27 @@ model's output at its SEP:
 
 Inputs longer than ``max_length`` (capped by the model's positions) lose prompt tokens from the left first; steps whose
 SEP still falls beyond the limit score 0 (unverifiable counts as bad).
+
+``reward.prm=exact`` is no model: :class:`ExactStepJudge` is an ORACLE that scores each
+step of the embedded task 1 or 0 by the task's own rule, optionally made noisy
+(``reward.prm_noise``) to dial the quality of the process reward.
 """
 from __future__ import annotations
 
-from typing import Optional
+import hashlib
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from critic_free_rl.config.schema import RewardConfig
+from critic_free_rl.data.arithmetic_steps import label_steps
 from critic_free_rl.rewards.hf_scoring import (encode_prompts, fit_prompt_response, load_model, output_logits, pad_token_id,
                                                padded_batches, resolve_device, single_token_id, usable_length)
 
 PRM_KINDS = ("tag_lm", "token_cls")
+EXACT = "exact"
 
 
 class ProcessRewardModel:
@@ -114,3 +121,44 @@ class ProcessRewardModel:
             for i in samples:
                 scores[i][:len(positions[i])] = [next(probs) for _ in positions[i]]
         return scores
+
+
+class ExactStepJudge:
+    """``reward.prm=exact``: an oracle, not a learned model. Step ``k`` of a solution to an
+    embedded-task prompt scores 1 when it is correct so far by
+    :func:`~critic_free_rl.data.arithmetic_steps.label_steps` (the task's own rule) and 0
+    otherwise; with ``noise = p`` each judgement is flipped with probability ``p``.
+
+    A flip is decided by ``u < p`` with ``u`` uniform in [0, 1) from a SHA-256 of
+    ``(seed, prompt, steps 1..k, k)``: the same step of the same sample is judged the same
+    way in every run and whatever batch it is scored in.
+    """
+
+    def __init__(self, noise: float = 0.0, seed: int = 0) -> None:
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"reward.prm_noise={noise} must be a probability in [0, 1]")
+        self.noise, self.seed = noise, seed
+
+    def flip_draw(self, prompt: str, steps: list[str], k: int) -> float:
+        """The uniform draw ``u`` in [0, 1) of step ``k`` (0-based) of ``steps``."""
+        text = "\x1f".join([str(self.seed), prompt, *steps[:k + 1], str(k)])
+        return int.from_bytes(hashlib.sha256(text.encode("utf-8", "replace")).digest()[:8], "big") / 2.0 ** 64
+
+    def score(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
+        """Per-sample step scores in {0, 1}, ``len(scores[i]) == len(steps[i])``."""
+        if len(prompts) != len(steps):
+            raise ValueError(f"{len(prompts)} prompts but {len(steps)} step lists")
+        out = []
+        for prompt, sample in zip(prompts, steps):
+            labels = label_steps(prompt, sample)
+            out.append([float(good != (self.noise > 0 and self.flip_draw(prompt, sample, k) < self.noise))
+                        for k, good in enumerate(labels)])
+        return out
+
+
+def load_prm(cfg: RewardConfig) -> Union[ProcessRewardModel, ExactStepJudge]:
+    """The step scorer ``reward.prm`` names: the :class:`ExactStepJudge` oracle for ``exact``,
+    else a :class:`ProcessRewardModel`."""
+    if cfg.prm == EXACT:
+        return ExactStepJudge(cfg.prm_noise, cfg.prm_noise_seed)
+    return ProcessRewardModel.from_config(cfg)
