@@ -34,8 +34,13 @@ def config_dir() -> str:
     raise FileNotFoundError("critic-free-rl: cannot find the configs/ folder")
 
 
-def setup_environment(num_ranks: int = 1) -> None:
-    """Environment for the in-process vLLM engine and CPU DeepSpeed; set before imports."""
+def setup_environment(num_ranks: int = 1, num_nodes: int = 1) -> None:
+    """Environment for the in-process vLLM engine and CPU DeepSpeed; set before imports.
+    CPU threads: this command's budget divided among its ``num_ranks / num_nodes`` ranks on
+    this node (:func:`critic_free_rl.config.environment.cpu_thread_env`)."""
+    from critic_free_rl.config.environment import cpu_thread_env
+
+    os.environ.update(cpu_thread_env(max(1, num_ranks // max(1, num_nodes))))
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
@@ -47,8 +52,6 @@ def setup_environment(num_ranks: int = 1) -> None:
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     if not _has_cuda():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        if num_ranks > 1:
-            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_ranks)))
 
 
 def _has_cuda() -> bool:

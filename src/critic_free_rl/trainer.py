@@ -26,6 +26,7 @@ from critic_free_rl.backends.learner import Learner, UpdateInputs
 from critic_free_rl.backends.sequences import pack
 from critic_free_rl.backends.sync_check import engine_sync_check
 from critic_free_rl.checkpointing import Checkpointer, latest_step, save_final
+from critic_free_rl.config.environment import budget_threads
 from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.data.chat import apply_chat_template
 from critic_free_rl.data.datasets import Example, load_split
@@ -63,6 +64,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, world: World) -> None:
         self.cfg, self.run_dir, self.world = cfg, run_dir, world
         t = cfg.trainer
+        # this process's share of the cores (config.environment); vLLM's CPU worker stubs out
+        # torch.set_num_threads, and OMP_NUM_THREADS is read only if set before torch's import
+        self.cpu_threads = budget_threads()
+        torch._C.set_num_threads(self.cpu_threads)
         random.seed(t.seed + world.rank)
         torch.manual_seed(t.seed + world.rank)
         # data first: a bad dataset stops the run before any model loads or the run
@@ -99,7 +104,6 @@ class Trainer:
         self.rewards = RewardPipeline(reward_cfg, self.tokenizer)
         self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device,
                                max_row_tokens=self.longest_prompt + r.max_new_tokens)
-        self.learner.tune_cpu_threads()
         self.estimator = get_estimator(cfg.algorithm.estimator)
         self.gen = torch.Generator().manual_seed(t.seed)
         self._order: list[int] = []
@@ -261,6 +265,7 @@ class Trainer:
             "skipped_updates": self.state.skipped_updates,
             "skipped_rows": self.skipped_rows,
             "num_ranks": self.world.size,
+            "cpu_threads": torch.get_num_threads(),
             "algorithm": self.cfg.algorithm.name,
             "reward": self.cfg.reward.name,
             "seed": t.seed,

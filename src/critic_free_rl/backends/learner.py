@@ -199,21 +199,6 @@ class Learner:
             self.critic = self._engine(critic, acfg.critic_lr, guard=False)
 
     # ------------------------------------------------------------------ construction
-    def tune_cpu_threads(self) -> int:
-        """Intra-op threads for the whole process (rollout engine included): torch's count
-        (one per core), or ``CFRL_CPU_THREADS=N``. One thread suits a small policy on a machine
-        whose cores other jobs hold: each multi-threaded op ends in an OpenMP barrier that
-        stalls for a scheduler time slice whenever another process holds a core (4x slower
-        rollouts of the embedded model on a busy 2-core machine). On idle cores two threads
-        win even there (``tiny`` bench size, 2 cores: 2.79 s a step against 3.46 s with one).
-        Returns the count in force."""
-        import os
-
-        want = int(os.environ.get("CFRL_CPU_THREADS", "0"))
-        if want > 0:
-            torch._C.set_num_threads(want)  # not torch.set_num_threads: vLLM's CPU worker stubs it out
-        return torch.get_num_threads()
-
     def _ref_device(self) -> torch.device:
         return self.device if self.tcfg.ref_device == "same" else torch.device(self.tcfg.ref_device)
 
