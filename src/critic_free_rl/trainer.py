@@ -62,8 +62,7 @@ class Trainer:
         t = cfg.trainer
         # this process's share of the cores (config.environment); vLLM's CPU worker stubs out
         # torch.set_num_threads, and OMP_NUM_THREADS is read only if set before torch's import
-        self.cpu_threads = budget_threads()
-        torch._C.set_num_threads(self.cpu_threads)
+        torch._C.set_num_threads(budget_threads())
         random.seed(t.seed + world.rank)
         torch.manual_seed(t.seed + world.rank)
         # data first: a bad dataset stops the run before any model loads or the run
@@ -154,6 +153,7 @@ class Trainer:
         return self.learner.logprobs(packed, "policy")
 
     def train_step(self, step: int) -> dict[str, float]:
+        """One RL step (module docstring), each phase timed; returns the step's scalars."""
         a, T = self.cfg.algorithm, self.timer
         with T.phase("generate"):
             batch = self.rollout(step)
