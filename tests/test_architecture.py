@@ -18,12 +18,6 @@ SRC = REPO / "src"
 PACKAGE = "critic_free_rl"
 MAX_LINES = 400
 
-#: files over MAX_LINES that other changes are splitting right now; empty this list once they land
-TEMPORARY_LARGE_FILES = {
-    "critic_free_rl/backends/learner.py",
-}
-#: import circles (their module sets) being removed by other changes; empty this list once they land
-TEMPORARY_CYCLES: list[set[str]] = []
 
 _MATHS_FORBIDDEN = ("vllm", "deepspeed", "hydra", "critic_free_rl.rollout", "critic_free_rl.backends",
                     "critic_free_rl.trainer", "critic_free_rl.checkpointing", "critic_free_rl.evaluation")
@@ -189,11 +183,8 @@ def test_the_checker_sees_lazy_relative_and_typing_only_imports(tmp_path: Path) 
 def test_no_import_circles() -> None:
     """Catches any module that, directly or through others, imports itself again."""
     found = cycles(import_graph())
-    new = [(mods, edges) for mods, edges in found if mods not in TEMPORARY_CYCLES]
-    assert not new, "import circles:\n" + "\n".join(f"  among {', '.join(sorted(mods))}: " + "; ".join(map(str, edges))
-                                                    for mods, edges in new)
-    gone = [sorted(c) for c in TEMPORARY_CYCLES if c not in [mods for mods, _ in found]]
-    assert not gone, f"TEMPORARY_CYCLES lists circles that no longer exist, remove them: {gone}"
+    assert not found, "import circles:\n" + "\n".join(f"  among {', '.join(sorted(mods))}: " + "; ".join(map(str, edges))
+                                                    for mods, edges in found)
 
 
 def test_the_graph_holds_the_command_layers_lazy_imports() -> None:
@@ -214,7 +205,5 @@ def test_no_upward_arrows_and_the_library_never_imports_the_command_layer() -> N
 def test_no_file_under_src_above_400_lines() -> None:
     """Catches a module growing past one reader's sitting."""
     sizes = {p.relative_to(SRC).as_posix(): len(p.read_text().splitlines()) for p in sorted(SRC.rglob("*.py"))}
-    big = [f"{f}: {n} lines" for f, n in sizes.items() if n > MAX_LINES and f not in TEMPORARY_LARGE_FILES]
+    big = [f"{f}: {n} lines" for f, n in sizes.items() if n > MAX_LINES]
     assert not big, f"files above {MAX_LINES} lines (split them by concept):\n" + "\n".join("  " + b for b in big)
-    done = sorted(f for f in TEMPORARY_LARGE_FILES if sizes.get(f, 0) <= MAX_LINES)
-    assert not done, f"TEMPORARY_LARGE_FILES lists files now at most {MAX_LINES} lines (or gone), remove them: {done}"

@@ -1,6 +1,7 @@
 """`critic-free-rl compare` in miniature: grpo,rloo x success x 1 seed, 2 steps each on a
-tiny random model; both runs finish, the report is written, and running the same command
-again reuses the finished runs instead of retraining them."""
+tiny random model, two jobs at once; both runs finish, neither holds more threads than its
+share of the cores, the report is written, and running the same command again reuses the
+finished runs instead of retraining them."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import pytest
 from conftest import run_cli
 
 from critic_free_rl.cli.compare import DEFAULT_AXES, DEFAULT_SETTINGS, plan, split_args
+from critic_free_rl.config.environment import available_cores
 
 FAST = ["trainer=torch", "trainer.total_steps=2", "trainer.eval_every=0", "eval.num_samples=0", "eval.max_new_tokens=16",
         "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16", "data.max_test_rows=8", "data.num_train=64"]
@@ -16,15 +18,19 @@ FAST = ["trainer=torch", "trainer.total_steps=2", "trainer.eval_every=0", "eval.
 
 @pytest.mark.slow
 def test_compare_runs_reports_and_resumes(tiny_model_dir, tmp_path, cache_dir):
-    args = ["compare", "compare.name=smoke", f"compare.runs={tmp_path / 'runs'}", f"compare.reports={tmp_path / 'reports'}",
+    args = ["compare", "compare.name=smoke", "compare.jobs=2", f"compare.runs={tmp_path / 'runs'}", f"compare.reports={tmp_path / 'reports'}",
             "algorithm=grpo,rloo", "reward=success", "trainer.seed=0",
             "model.embedded=false", f"model.name_or_path={tiny_model_dir}", *FAST]
     first = run_cli(*args)
     assert first.returncode == 0, (first.stdout[-2000:], first.stderr[-3000:])
     sweep = tmp_path / "runs" / "compare-smoke"
     runs = [sweep / f"{a}-success-s0" for a in ("grpo", "rloo")]
+    cores = available_cores()
     for run in runs:
-        assert json.loads((run / "summary.json").read_text())["steps"] == 2
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == 2
+        # two runs at once share the cores: one thread per core in each oversubscribes them
+        assert summary["cpu_threads"] == max(1, cores // 2) and (cores < 2 or summary["cpu_threads"] * 2 <= cores)
     report = tmp_path / "reports" / "smoke" / "report.md"
     text = report.read_text()
     assert "`grpo-success`" in text and "`rloo-success`" in text and (report.parent / "eval_greedy_accuracy.png").is_file()
@@ -68,7 +74,7 @@ def test_parallel_jobs_default_and_bounds(monkeypatch):
 
     assert parallel_jobs(3) == 3
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert parallel_jobs(0) == (os.cpu_count() or 1)  # CPU: one single-threaded run per core
+    assert parallel_jobs(0) == len(os.sched_getaffinity(0))  # CPU: one single-threaded run per core
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert parallel_jobs(0) == 1  # one GPU: the runs would share it
     with pytest.raises(SystemExit, match="compare.jobs=-1 must be >= 0"):

@@ -15,7 +15,8 @@ from critic_free_rl.backends.learner import Learner, UpdateInputs
 from critic_free_rl.backends.sequences import pack
 from critic_free_rl.config.schema import AlgorithmConfig, ModelConfig, TrainerConfig
 from critic_free_rl.rollout import SamplingSpec, make_engine
-from critic_free_rl.rollout.vllm_engine import _populate, cpu_kv_plan
+from critic_free_rl.rollout.host_memory import populate
+from critic_free_rl.rollout.vllm_engine import cpu_kv_plan
 
 PROMPTS = ["What is 12 + 7 - 3?\n", "What is 55 - 9?\n", "What is 20 + 4 + 1?\n"]
 
@@ -90,12 +91,20 @@ def test_vllm_logprobs_match_learner(setup, tiny_model_dir):
         assert torch.allclose(ours[i, :n], torch.tensor(c.logprobs), atol=1e-3)
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])  # two: the cache's pages are faulted in after the prefill
-def test_released_kv_cache_comes_back_for_the_next_generate(setup, monkeypatch, threads):
+@pytest.fixture
+def intra_op_threads(request):
+    """torch's intra-op threads set to the test's parameter for its duration."""
+    before = torch.get_num_threads()
+    torch._C.set_num_threads(request.param)  # vLLM's CPU worker stubs out torch.set_num_threads
+    yield request.param
+    torch._C.set_num_threads(before)
+
+
+@pytest.mark.parametrize("intra_op_threads", [1, 2], indirect=True)  # two: pages faulted in after the prefill
+def test_released_kv_cache_comes_back_for_the_next_generate(setup, intra_op_threads):
     """``release_memory`` frees the KV cache's storage; the next ``generate`` re-allocates it
     and samples exactly what it did before (greedy, same weights)."""
     _, engine, _ = setup
-    monkeypatch.setenv("CFRL_GENERATE_THREADS", threads)
     spec = SamplingSpec(n=1, max_new_tokens=16, temperature=0.0, ignore_eos=True)
     before = [g[0].token_ids for g in engine.generate(PROMPTS, spec)]
     engine.release_memory()
@@ -114,7 +123,7 @@ def test_populate_faults_pages_in_and_keeps_their_contents():
     x = torch.empty(64 << 20, dtype=torch.uint8)  # mmap-backed, its pages not yet there
     x[::1 << 20] = 7
     before = _resident_bytes()
-    assert _populate([x.untyped_storage()])
+    assert populate([x.untyped_storage()])
     assert _resident_bytes() - before > 60 << 20
     assert int(x[::1 << 20].sum()) == 7 * 64 and int(x.sum()) == 7 * 64
 

@@ -201,7 +201,7 @@ def test_gradient_accumulation_gives_the_same_update(tiny_model_dir, backend):
 
 def test_one_fp32_rank_runs_without_zero_partitioning():
     """ZeRO-1/2 on one rank partition nothing: one fp32 rank without offload runs stage 0."""
-    from critic_free_rl.backends.learner import zero_stage
+    from critic_free_rl.backends.engines import zero_stage
     from critic_free_rl.config.schema import TrainerConfig
 
     assert zero_stage(TrainerConfig(zero_stage=2), 1, bf16=False) == 0
@@ -215,12 +215,12 @@ def test_one_fp32_rank_runs_without_zero_partitioning():
 def test_guarded_step_clips_records_the_norm_and_skips_nonfinite():
     """Where nothing else clips, the guarded optimizer step clips to max_grad_norm, keeps the
     norm before clipping (DeepSpeed reads it) and skips a step with a non-finite gradient."""
-    from critic_free_rl.backends.learner import _guard_step
+    from critic_free_rl.backends.engines import guard_step
 
     w = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([w], lr=1.0)
     state: dict = {}
-    _guard_step(opt, state, max_grad_norm=1.0)
+    guard_step(opt, state, max_grad_norm=1.0)
     w.grad = torch.tensor([3.0, 4.0])  # norm 5 -> clipped to 1
     opt.step()
     assert opt._global_grad_norm == pytest.approx(5.0) and not state["skipped"]

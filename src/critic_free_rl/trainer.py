@@ -24,11 +24,13 @@ from critic_free_rl.backends.learner import Learner, UpdateInputs
 from critic_free_rl.backends.sequences import pack
 from critic_free_rl.backends.sync_check import engine_sync_check
 from critic_free_rl.checkpointing import Checkpointer, save_final
+from critic_free_rl.config.environment import budget_threads
 from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.data.chat import apply_chat_template
 from critic_free_rl.data.datasets import Example, load_split
 from critic_free_rl.data.order import step_batch
 from critic_free_rl.evaluation import evaluate
+from critic_free_rl.logging.step_metrics import step_metrics
 from critic_free_rl.logging.tracker import PhaseTimer, Tracker
 from critic_free_rl.models.loading import resolve_model_path
 from critic_free_rl.rewards.pipeline import RewardPipeline
@@ -48,14 +50,15 @@ class RunState:
     skipped_updates: int = 0
 
 
-def _all_finite(*ts: torch.Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in ts)
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, world: World) -> None:
         self.cfg, self.run_dir, self.world = cfg, run_dir, world
         t = cfg.trainer
+        # this process's share of the cores (config.environment); vLLM's CPU worker stubs out
+        # torch.set_num_threads, and OMP_NUM_THREADS is read only if set before torch's import
+        torch._C.set_num_threads(budget_threads())
         random.seed(t.seed + world.rank)
         torch.manual_seed(t.seed + world.rank)
         # data first: a bad dataset stops the run before any model loads or the run
@@ -81,7 +84,8 @@ class Trainer:
         if cfg.model.use_chat_template:
             self.train_examples = apply_chat_template(self.train_examples, self.tokenizer, cfg.model.system_prompt)
             self.test_examples = apply_chat_template(self.test_examples, self.tokenizer, cfg.model.system_prompt)
-        self.longest_prompt = max(len(self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) for e in self.train_examples + self.test_examples)
+        self.longest_prompt = max(len(self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"])
+                                  for e in self.train_examples + self.test_examples)
         r = cfg.rollout
         self.prompts_per_rank = r.prompts_per_step // world.size
         self.engine = make_engine(
@@ -91,12 +95,10 @@ class Trainer:
             enforce_eager=r.enforce_eager, world_size=world.size, max_seqs=self.prompts_per_rank * r.group_size,
         )
         self.rewards = RewardPipeline(reward_cfg, self.tokenizer)
-        self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size, world.device,
-                               max_row_tokens=self.longest_prompt + r.max_new_tokens)
-        self.learner.tune_cpu_threads()
+        self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size,
+                               world.device, max_row_tokens=self.longest_prompt + r.max_new_tokens)
         self.estimator = get_estimator(cfg.algorithm.estimator)
         self.gen = torch.Generator().manual_seed(t.seed)
-        self._order: list[int] = []
 
     def _max_model_len(self) -> int:
         return self.longest_prompt + max(self.cfg.rollout.max_new_tokens, self.cfg.eval.max_new_tokens) + 8
@@ -104,14 +106,16 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def step_prompts(self, step: int) -> list[Example]:
         """This rank's prompts of step ``step`` (:func:`~critic_free_rl.data.order.step_batch`)."""
-        return step_batch(self.train_examples, self.cfg.rollout.prompts_per_step, self.cfg.trainer.seed, step, self.world.rank, self.world.size)
+        return step_batch(self.train_examples, self.cfg.rollout.prompts_per_step, self.cfg.trainer.seed, step,
+                          self.world.rank, self.world.size)
 
     # ------------------------------------------------------------------ one step
     def rollout(self, step: int) -> RolloutBatch:
         r = self.cfg.rollout
         examples = self.step_prompts(step)
-        spec = SamplingSpec(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, ignore_eos=r.ignore_eos,
-                            seed=(r.seed * 1_000_003 + step * self.world.size + self.world.rank), logprobs=self._old_from_engine())
+        seed = r.seed * 1_000_003 + step * self.world.size + self.world.rank
+        spec = SamplingSpec(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                            ignore_eos=r.ignore_eos, seed=seed, logprobs=self._old_from_engine())
         groups = self.engine.generate([e.prompt for e in examples], spec)
         prompt_ids = [self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"] for e in examples]
         return flatten_groups(examples, groups, prompt_ids)
@@ -138,6 +142,7 @@ class Trainer:
         return self.learner.logprobs(packed, "policy")
 
     def train_step(self, step: int) -> dict[str, float]:
+        """One RL step (module docstring), each phase timed; returns the step's scalars."""
         a, T = self.cfg.algorithm, self.timer
         with T.phase("generate"):
             batch = self.rollout(step)
@@ -146,72 +151,80 @@ class Trainer:
         with T.phase("score"):
             scored = self.rewards.score(batch.prompts, batch.responses, batch.response_ids, batch.references)
         packed = pack(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
-        need_old = self._needs_old_logprobs()
+        mask = packed.response_mask
         with T.phase("ref_logprobs"):
             ref_logp = self.learner.logprobs(packed, "ref") if a.kl_coef > 0 and a.kl_in != "none" else None
         with T.phase("old_logprobs"):
-            old_logp = self._old_logprobs(batch, packed) if need_old else None
+            old_logp = self._old_logprobs(batch, packed) if self._needs_old_logprobs() else None
         with T.phase("values"):
             values = self.learner.values(packed) if self.learner.critic is not None else None
-        token_rewards = scored.token_rewards
-        mask = packed.response_mask
-        kl_part = torch.zeros(len(batch))
+        token_rewards, kl_return = scored.token_rewards, torch.zeros(len(batch))
         if a.kl_in == "reward" and ref_logp is not None:
             token_rewards, kl = add_kl_penalty(token_rewards, old_logp, ref_logp, mask, a.kl_coef)
-            kl_part = -a.kl_coef * kl
-        rc = self.cfg.reward  # the sequence-level terms on the last token: success and the ORM's score
-        outcome = rc.success_coef * scored.success + (rc.dense_coef * torch.tensor(scored.orm_scores) if scored.orm_scores else 0.0)
+            kl_return = -a.kl_coef * kl
         with T.phase("advantage"):
-            adv = self.estimator(AdvantageInput(token_rewards, scored.reward_mask, mask, batch.group_ids, values, outcome), a)
-        loss_mask = mask.clone()
-        flat = flat_groups(scored.success + scored.dense_return, batch.group_ids)
-        if a.filter_zero_variance_groups:
-            loss_mask &= ~flat.unsqueeze(1)
+            adv = self.estimator(AdvantageInput(token_rewards, scored.reward_mask, mask, batch.group_ids, values,
+                                                self._outcome(scored)), a)
+        flat = flat_groups(self.cfg.reward.success_coef * scored.success + scored.dense_return, batch.group_ids)
+        loss_mask = mask & ~flat.unsqueeze(1) if a.filter_zero_variance_groups else mask.clone()
         bad = ~torch.isfinite(token_rewards).all(1) | ~torch.isfinite(adv.advantages).all(1)
-        skip = any_rank(bool(bad.any()))
-        metrics = {
-            "reward/mean": float((scored.success + scored.dense_return + kl_part).mean()),
-            "reward/std": float((scored.success + scored.dense_return + kl_part).std()),
-            "reward/kl_mean": float(kl_part.mean()),
-            "reward/zero_variance_group_frac": float(flat.float().mean()),
-            "response/length_tokens": float(mask.sum(1).float().mean()),
-            "response/truncated_frac": 1.0 - sum(batch.finished) / len(batch),
-            **scored.metrics,
-        }
-        if skip:
-            ids = [u for u, b in zip(batch.uids, bad.tolist()) if b]
-            log.warning("step %d: non-finite rewards/advantages for samples %s; update skipped", step + 1, ids)
-            self.tracker.text("nonfinite/samples", ", ".join(ids) or "(other rank)", step + 1)  # where fit() logs this step's scalars
-            self.state.skipped_updates += 1
-            metrics["train/update_skipped"] = 1.0
+        upd = None
+        if any_rank(bool(bad.any())):
+            self._skip_update(step, [u for u, b in zip(batch.uids, bad.tolist()) if b])
         else:
-            with T.phase("update"):
-                upd = self.learner.update(UpdateInputs(packed, adv.advantages, adv.returns, old_logp, ref_logp, values, loss_mask), self.gen)
-            metrics.update({f"train/{k}": v for k, v in upd.items()})
-            if upd.get("update_skipped"):
-                self.state.skipped_updates += 1
-                log.warning("step %d: non-finite gradients; optimizer step skipped (ids %s)", step + 1, batch.uids[:4])
-            with T.phase("weight_sync"):
-                self.engine.sync_weights(self.learner.full_weights())
-        metrics["train/lr"] = self.learner.lr
-        if step % max(1, self.cfg.trainer.eval_every) == 0 and self.cfg.trainer.log_completions:
-            rows = [f"**{u}** reward={float(scored.success[i]):.2f}+{float(scored.dense_return[i]):.2f}\n\n```\n{batch.prompts[i]}{batch.responses[i]}\n```" for i, u in enumerate(batch.uids[: self.cfg.trainer.log_completions])]
-            self.tracker.text("samples/train", "\n\n".join(rows), step)
-        n_tokens = float(mask.sum()) * self.world.size
-        times = T.pop_step()
-        metrics.update(times)
-        metrics["perf/generated_tokens_per_s"] = n_tokens / max(times.get("time/generate_s", 1e-9), 1e-9)
-        return metrics
+            inputs = UpdateInputs(packed, adv.advantages, adv.returns, old_logp, ref_logp, values, loss_mask)
+            upd = self._update(step, inputs, batch.uids)
+        self._log_samples(step, batch, scored)
+        return step_metrics(success=scored.success, dense_return=scored.dense_return, kl_return=kl_return,
+                            success_coef=self.cfg.reward.success_coef, flat=flat, response_mask=mask,
+                            finished=batch.finished, reward_metrics=scored.metrics, update=upd,
+                            lr=self.learner.lr, times=T.pop_step(), world_size=self.world.size)
+
+    def _outcome(self, scored) -> torch.Tensor:
+        """[B] the sequence-level terms on the last token: the weighted success and the ORM's score."""
+        rc = self.cfg.reward
+        orm = rc.dense_coef * torch.tensor(scored.orm_scores) if scored.orm_scores else 0.0
+        return rc.success_coef * scored.success + orm
+
+    def _skip_update(self, step: int, bad_uids: list[str]) -> None:
+        """No update this step: a reward or advantage is not finite (on some rank)."""
+        log.warning("step %d: non-finite rewards/advantages for samples %s; update skipped", step + 1, bad_uids)
+        # logged at step + 1, where fit() logs this step's scalars
+        self.tracker.text("nonfinite/samples", ", ".join(bad_uids) or "(other rank)", step + 1)
+        self.state.skipped_updates += 1
+
+    def _update(self, step: int, inputs: UpdateInputs, uids: list[str]) -> dict[str, float]:
+        """The learner's update, then the weights into the rollout engine; the update's metrics."""
+        with self.timer.phase("update"):
+            upd = self.learner.update(inputs, self.gen)
+        if upd.get("update_skipped"):
+            self.state.skipped_updates += 1
+            log.warning("step %d: non-finite gradients; optimizer step skipped (ids %s)", step + 1, uids[:4])
+        with self.timer.phase("weight_sync"):
+            self.engine.sync_weights(self.learner.full_weights())
+        return upd
+
+    def _log_samples(self, step: int, batch: RolloutBatch, scored) -> None:
+        """A few completions with their rewards as text, at evaluation steps."""
+        n, coef = self.cfg.trainer.log_completions, self.cfg.reward.success_coef
+        if not n or step % max(1, self.cfg.trainer.eval_every):
+            return
+        rows = [f"**{u}** reward={coef * float(scored.success[i]):.2f}+{float(scored.dense_return[i]):.2f}"
+                f"\n\n```\n{batch.prompts[i]}{batch.responses[i]}\n```" for i, u in enumerate(batch.uids[:n])]
+        self.tracker.text("samples/train", "\n\n".join(rows), step)
 
     # ------------------------------------------------------------------ evaluation
     def run_eval(self, step: int) -> float:
         e = self.cfg.eval
         with self.timer.phase("eval"):
-            res = evaluate(self.engine, self.rewards.verifier, self.test_examples, e.max_new_tokens, e.num_samples, e.temperature, self.world.rank, self.world.size)
+            res = evaluate(self.engine, self.rewards.verifier, self.test_examples, e.max_new_tokens, e.num_samples,
+                           e.temperature, self.world.rank, self.world.size)
         self.tracker.scalars(res.metrics("eval"), step)
-        self.tracker.text("samples/eval", "\n\n".join(f"{'OK' if c else 'WRONG'} (ref {r})\n```\n{p}{t}\n```" for p, t, r, c in res.samples), step)
+        samples = (f"{'OK' if c else 'WRONG'} (ref {r})\n```\n{p}{t}\n```" for p, t, r, c in res.samples)
+        self.tracker.text("samples/eval", "\n\n".join(samples), step)
         self.state.evals.append({"step": step, **res.metrics("eval")})
-        log.info("step %d eval greedy_accuracy=%.3f sampling_accuracy=%s (n=%d)", step, res.greedy_accuracy, res.sampling_accuracy, res.num_examples)
+        log.info("step %d eval greedy_accuracy=%.3f sampling_accuracy=%s (n=%d)", step, res.greedy_accuracy,
+                 res.sampling_accuracy, res.num_examples)
         return res.greedy_accuracy
 
     # ------------------------------------------------------------------ loop
@@ -227,7 +240,10 @@ class Trainer:
             self.tracker.scalars(metrics, step + 1)
             self.state.step = step + 1
             if self.world.is_main:
-                log.info("step %d/%d reward=%.3f success=%.3f len=%.1f kl=%.4f %.2fs", step + 1, t.total_steps, metrics["reward/mean"], metrics.get("reward/success_rate", float("nan")), metrics["response/length_tokens"], metrics.get("train/kl", 0.0), sum(v for k, v in metrics.items() if k.startswith("time/")))
+                log.info("step %d/%d reward=%.3f success=%.3f len=%.1f kl=%.4f %.2fs", step + 1, t.total_steps,
+                         metrics["reward/mean"], metrics.get("reward/success_rate", float("nan")),
+                         metrics["response/length_tokens"], metrics.get("train/kl", 0.0),
+                         sum(v for k, v in metrics.items() if k.startswith("time/")))
             if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.total_steps:
                 self.run_eval(step + 1)
             save, stopping = self.checkpointer.decide(step + 1, time.time() - t0, stop.requested)
@@ -253,6 +269,7 @@ class Trainer:
             "skipped_updates": self.state.skipped_updates,
             "skipped_rows": self.skipped_rows,
             "num_ranks": self.world.size,
+            "cpu_threads": torch.get_num_threads(),
             "algorithm": self.cfg.algorithm.name,
             "reward": self.cfg.reward.name,
             "seed": t.seed,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -21,8 +20,10 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from critic_free_rl.algorithms.losses import policy_objective, value_loss
-from critic_free_rl.backends.distributed import all_reduce_, any_rank
+from critic_free_rl.backends.distributed import all_reduce_
+from critic_free_rl.backends.engines import make_engine
 from critic_free_rl.backends.sequences import Packed, gather_response, response_logprobs, shared_prefix
+from critic_free_rl.backends.weights import gathered, lora_merged_weights
 from critic_free_rl.config.schema import AlgorithmConfig, ModelConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -41,102 +42,6 @@ class UpdateInputs:
     loss_mask: torch.Tensor  # response_mask minus filtered groups
 
 
-class _TorchEngine:
-    """The minimal surface of a DeepSpeed engine over a plain optimizer (``trainer.backend=torch``;
-    the optimizer clips, see :func:`_guard_step`)."""
-
-    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, gas: int):
-        self.module, self.optimizer, self.lr_scheduler = module, optimizer, scheduler
-        self.gas, self._micro = gas, 0
-
-    def __call__(self, *a, **k):
-        return self.module(*a, **k)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.gas).backward()
-
-    def step(self) -> None:
-        self._micro += 1
-        if self._micro % self.gas:
-            return
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def get_global_grad_norm(self) -> float:
-        return getattr(self.optimizer, "_global_grad_norm", 0.0)
-
-    def train(self) -> None:
-        self.module.train()
-
-    def eval(self) -> None:
-        self.module.eval()
-
-
-def _guard_step(optimizer: torch.optim.Optimizer, state: dict, max_grad_norm: Optional[float] = None) -> None:
-    """Make ``optimizer.step`` a no-op (on every rank) when any gradient is non-finite,
-    so NaN never reaches the weights. Sets ``state['skipped']``. With ``max_grad_norm``
-    (where nothing else clips: the torch backend, DeepSpeed without ZeRO) the step first
-    clips the gradients to that global norm and keeps the norm before clipping as
-    ``optimizer._global_grad_norm``, where DeepSpeed's ``get_global_grad_norm`` reads it."""
-    inner_step = optimizer.step
-
-    def step(*args, **kwargs):
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        grads = [p.grad for p in params]
-        if max_grad_norm is not None:
-            norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm)) if params else 0.0
-            optimizer._global_grad_norm = norm
-            finite = math.isfinite(norm)  # the global norm is finite iff every entry is
-        else:
-            finite = all(bool(torch.isfinite(x).all()) for x in grads)
-        state["skipped"] = any_rank(not finite)
-        if state["skipped"]:
-            for x in grads:
-                x.zero_()
-            return None
-        return inner_step(*args, **kwargs)
-
-    optimizer.step = step
-
-
-def zero_stage(t: TrainerConfig, world_size: int, bf16: bool) -> int:
-    """The ZeRO stage a DeepSpeed engine runs with. ZeRO partitions optimizer state and
-    gradients over data-parallel ranks; on one rank stages 1 and 2 partition nothing but
-    still copy every gradient through flat reduce buckets (measured on CPU, 25M-param
-    policy, 128 x 152 tokens: update 30-32 s under ZeRO-2, 22.5-24 s without). So one fp32
-    rank without optimizer offload runs stage 0 (bf16 keeps the configured stage, whose
-    optimizer holds the fp32 master weights)."""
-    if t.zero_stage in (1, 2) and world_size == 1 and not t.offload_optimizer and not bf16:
-        return 0
-    return t.zero_stage
-
-
-def _clips_in_step(stage: int, bf16: bool) -> bool:
-    """Whether :func:`_guard_step` clips (DeepSpeed fp32 without ZeRO leaves the norm unrecorded)."""
-    return stage == 0 and not bf16
-
-
-def _ds_config(t: TrainerConfig, micro: int, gas: int, bf16: bool, stage: int) -> dict:
-    zero: dict = {"stage": stage}
-    if t.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if t.offload_params and stage == 3:
-        zero["offload_param"] = {"device": "cpu"}
-    if stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    return {
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": gas,
-        # fp32 without ZeRO: the guarded optimizer step clips (and records the norm)
-        "gradient_clipping": 0.0 if _clips_in_step(stage, bf16) else t.max_grad_norm,
-        "zero_optimization": zero,
-        "bf16": {"enabled": bf16},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-        "zero_allow_untested_optimizer": True,
-    }
-
 
 class Learner:
     """Policy + optional critic + frozen reference, with log-prob, value and update passes.
@@ -147,7 +52,8 @@ class Learner:
     CPU it sizes micro-batches to ``trainer.cpu_micro_batch_tokens``.
     """
 
-    def __init__(self, model_path: str, mcfg: ModelConfig, tcfg: TrainerConfig, acfg: AlgorithmConfig, samples_per_update: int,
+    def __init__(self, model_path: str, mcfg: ModelConfig, tcfg: TrainerConfig, acfg: AlgorithmConfig,
+                 samples_per_update: int,
                  device: torch.device, max_row_tokens: int = 0):
         self.mcfg, self.tcfg, self.acfg, self.device = mcfg, tcfg, acfg, device
         dtype = getattr(torch, mcfg.dtype)
@@ -155,7 +61,8 @@ class Learner:
         mb = samples_per_update // acfg.num_minibatches
         if mb * acfg.num_minibatches != samples_per_update or mb == 0:
             raise ValueError(
-                f"algorithm.num_minibatches={acfg.num_minibatches} must divide the {samples_per_update} samples per rank per step"
+                f"algorithm.num_minibatches={acfg.num_minibatches} must divide the {samples_per_update} "
+                "samples per rank per step"
             )
         # gradient accumulation: micro-batches of trainer.micro_batch_size rows (on CPU at most
         # cpu_micro_batch_tokens padded tokens), or exactly trainer.grad_accum_steps of them
@@ -175,7 +82,8 @@ class Learner:
             torch.manual_seed(tcfg.seed)
             self._build_models(model_path, mcfg, tcfg, acfg, dtype)
 
-    def _build_models(self, model_path: str, mcfg: ModelConfig, tcfg: TrainerConfig, acfg: AlgorithmConfig, dtype: torch.dtype) -> None:
+    def _build_models(self, model_path: str, mcfg: ModelConfig, tcfg: TrainerConfig, acfg: AlgorithmConfig,
+                      dtype: torch.dtype) -> None:
         policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=mcfg.trust_remote_code)
         if mcfg.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -183,63 +91,32 @@ class Learner:
         if self.lora:
             from peft import LoraConfig, get_peft_model
 
-            policy = get_peft_model(policy, LoraConfig(r=mcfg.lora_rank, lora_alpha=mcfg.lora_alpha, target_modules=list(mcfg.lora_target_modules), lora_dropout=0.0))
+            lora = LoraConfig(r=mcfg.lora_rank, lora_alpha=mcfg.lora_alpha,
+                              target_modules=list(mcfg.lora_target_modules), lora_dropout=0.0)
+            policy = get_peft_model(policy, lora)
             self.ref = None  # reference = base with the adapter disabled
         else:
-            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=mcfg.trust_remote_code).to(self._ref_device()).eval()
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                            trust_remote_code=mcfg.trust_remote_code)
+            self.ref = self.ref.to(self._ref_device()).eval()
             self.ref.requires_grad_(False)
         self.policy = self._engine(policy, tcfg.lr)
         self.critic = None
         if acfg.use_critic:
-            critic = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=1, dtype=dtype, trust_remote_code=mcfg.trust_remote_code)
+            critic = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=1, dtype=dtype,
+                                                                     trust_remote_code=mcfg.trust_remote_code)
             if mcfg.gradient_checkpointing:
                 critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.critic = self._engine(critic, acfg.critic_lr, guard=False)
 
     # ------------------------------------------------------------------ construction
-    def tune_cpu_threads(self) -> int:
-        """Intra-op threads for the whole process (rollout engine included): torch's count
-        (one per core), or ``CFRL_CPU_THREADS=N``. One thread suits a small policy on a machine
-        whose cores other jobs hold: each multi-threaded op ends in an OpenMP barrier that
-        stalls for a scheduler time slice whenever another process holds a core (4x slower
-        rollouts of the embedded model on a busy 2-core machine). On idle cores two threads
-        win even there (``tiny`` bench size, 2 cores: 2.79 s a step against 3.46 s with one).
-        Returns the count in force."""
-        import os
-
-        want = int(os.environ.get("CFRL_CPU_THREADS", "0"))
-        if want > 0:
-            torch._C.set_num_threads(want)  # not torch.set_num_threads: vLLM's CPU worker stubs it out
-        return torch.get_num_threads()
-
     def _ref_device(self) -> torch.device:
         return self.device if self.tcfg.ref_device == "same" else torch.device(self.tcfg.ref_device)
 
     def _engine(self, model: torch.nn.Module, lr: float, guard: bool = True):
         model.to(self.device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if self.tcfg.backend == "deepspeed" and self.tcfg.offload_optimizer:
-            # ZeRO-Offload steps the optimizer on the CPU: DeepSpeed's vectorised CPU Adam
-            from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-            opt = DeepSpeedCPUAdam(params, lr=lr, weight_decay=self.tcfg.weight_decay, betas=(0.9, 0.95), adamw_mode=True)
-        else:
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.tcfg.weight_decay, betas=(0.9, 0.95))
-        warm = max(1, self.tcfg.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-        if self.tcfg.backend not in ("deepspeed", "torch"):
-            raise ValueError(f"trainer.backend={self.tcfg.backend!r} is not one of: deepspeed, torch")
-        bf16 = self.dtype == torch.bfloat16
-        stage = zero_stage(self.tcfg, dist.get_world_size() if dist.is_initialized() else 1, bf16)
-        clip = self.tcfg.max_grad_norm if self.tcfg.backend == "torch" or _clips_in_step(stage, bf16) else None
-        _guard_step(opt, self.guard_state if guard else {}, clip)
-        if self.tcfg.backend == "torch":
-            return _TorchEngine(model, opt, sched, self.gas)
-        import deepspeed
-
-        cfg = _ds_config(self.tcfg, self.micro, self.gas, bf16, stage)
-        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=cfg, model_parameters=params)
-        return engine
+        return make_engine(model, lr, self.tcfg, self.micro, self.gas, self.dtype == torch.bfloat16,
+                           self.guard_state if guard else {})
 
     # ------------------------------------------------------------------ forward passes
     def _micro_batches(self, n: int, lengths: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
@@ -250,7 +127,8 @@ class Learner:
         for s in range(0, n, self.micro):
             yield order[s : s + self.micro]
 
-    def _forward_logp(self, model, packed: Packed, with_entropy: bool = False, device: Optional[torch.device] = None, entropy_grad: bool = True):
+    def _forward_logp(self, model, packed: Packed, with_entropy: bool = False, device: Optional[torch.device] = None,
+                      entropy_grad: bool = True):
         """Response log-probs (and entropies) of ``packed`` under ``model``.
 
         Right-padded rows (all that :func:`pack` makes) need no attention mask under causal
@@ -294,8 +172,10 @@ class Learner:
         out = torch.zeros(b, t)
         device = self.device
         if which == "ref":
-            model, ctx = (self.policy.module, self.policy.module.disable_adapter()) if self.lora else (self.ref, contextlib.nullcontext())
-            if not self.lora:
+            if self.lora:
+                model, ctx = self.policy.module, self.policy.module.disable_adapter()
+            else:
+                model, ctx = self.ref, contextlib.nullcontext()
                 device = self._ref_device()  # trainer.ref_device: the reference may live elsewhere
         else:
             model, ctx = self.policy.module, contextlib.nullcontext()
@@ -317,7 +197,8 @@ class Learner:
         for idx in self._micro_batches(b, packed.attention_mask.sum(1)):
             sub = _to(packed.slice(idx), self.device)
             v = self.critic(input_ids=sub.input_ids, attention_mask=sub.attention_mask).logits.squeeze(-1)
-            out[idx, : sub.response_mask.shape[1]] = gather_response(v, sub).float().cpu().masked_fill(~sub.response_mask.cpu(), 0)
+            v = gather_response(v, sub).float().cpu().masked_fill(~sub.response_mask.cpu(), 0)
+            out[idx, : sub.response_mask.shape[1]] = v
         return out
 
     # ------------------------------------------------------------------ update
@@ -374,8 +255,10 @@ class Learner:
             self._record(metrics, k, float(v))
         if self.critic is not None:
             s = _to(sub, self.device)
-            v = gather_response(self.critic(input_ids=s.input_ids, attention_mask=s.attention_mask).logits.squeeze(-1), s)
-            vl, vm = value_loss(v, cut(inp.old_values), cut(inp.returns), mask, a.value_clip, a.loss_agg, a.loss_norm_len)
+            logits = self.critic(input_ids=s.input_ids, attention_mask=s.attention_mask).logits
+            v = gather_response(logits.squeeze(-1), s)
+            vl, vm = value_loss(v, cut(inp.old_values), cut(inp.returns), mask, a.value_clip, a.loss_agg,
+                                a.loss_norm_len)
             self.critic.backward(a.value_coef * vl * share)
             self.critic.step()
             for k, val in vm.items():
@@ -387,7 +270,9 @@ class Learner:
 
     @property
     def lr(self) -> float:
-        return float(self.policy.optimizer.param_groups[0]["lr"]) if self.tcfg.backend == "torch" else float(self.policy.lr_scheduler.get_last_lr()[0])
+        if self.tcfg.backend == "torch":
+            return float(self.policy.optimizer.param_groups[0]["lr"])
+        return float(self.policy.lr_scheduler.get_last_lr()[0])
 
     # ------------------------------------------------------------------ weights out
     def full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -398,12 +283,12 @@ class Learner:
         policy) are never modified, not even by merge / unmerge rounding."""
         model = self.policy.module
         if self.lora:
-            yield from _lora_merged_weights(model)
+            yield from lora_merged_weights(model)
             return
         # remove_duplicate=False: tied weights (lm_head = embed_tokens) are sent under both
         # names, since vLLM's in-place reload does not re-tie them
         for name, p in model.named_parameters(remove_duplicate=False):
-            with _gathered(p):
+            with gathered(p):
                 yield name, p.data
 
     def save(self, out_dir: str, tokenizer, state: Optional[dict] = None) -> None:
@@ -417,43 +302,6 @@ class Learner:
         base.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
 
-
-@contextlib.contextmanager
-def _gathered(*params: torch.nn.Parameter):
-    """Full (un-partitioned) ``params`` for the duration, read-only (ZeRO-3; no-op otherwise)."""
-    part = [p for p in params if hasattr(p, "ds_id")]  # ZeRO-3 partitioned parameters
-    if part:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(part):
-            yield
-    else:
-        yield
-
-
-def _lora_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """HF-named weights of a PEFT LoRA model with the active adapters folded in, without
-    touching the module (ZeRO-3: base weight, A and B are gathered together)."""
-    from peft.tuners.lora import LoraLayer
-
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if "lora_" in name:
-            continue
-        hf_name = name.replace("base_model.model.", "", 1).replace(".base_layer", "")
-        owner, _, leaf = name.rpartition(".")
-        layer = layers.get(owner[: -len(".base_layer")]) if owner.endswith(".base_layer") and leaf == "weight" else None
-        adapters = [] if layer is None else [a for a in layer.active_adapters if a in layer.lora_A or a in getattr(layer, "lora_embedding_A", {})]
-        if not adapters:
-            with _gathered(p):
-                yield hf_name, p.data
-            continue
-        lora_params = [q for n, q in layer.named_parameters() if "lora_" in n]  # A and B (Linear or Embedding)
-        with _gathered(p, *lora_params):
-            merged = p.data.clone()
-            for a in adapters:
-                merged += layer.get_delta_weight(a).to(merged.dtype)
-            yield hf_name, merged
 
 
 def _right_padded(attention_mask: torch.Tensor) -> bool:
@@ -487,7 +335,8 @@ def _forward_accepts(model, arg: str) -> bool:
 def _to(p: Packed, device: torch.device) -> Packed:
     if device.type == "cpu":
         return p
-    return Packed(*(getattr(p, f).to(device) for f in ("input_ids", "attention_mask", "response_mask", "logit_index", "response_tokens")))
+    fields = ("input_ids", "attention_mask", "response_mask", "logit_index", "response_tokens")
+    return Packed(*(getattr(p, f).to(device) for f in fields))
 
 
 def _as_float(x) -> float:

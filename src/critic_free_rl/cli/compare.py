@@ -51,8 +51,8 @@ class CompareOptions:
     name: str = "default"
     runs: str = "runs"
     reports: str = "reports"
-    #: runs trained at once; 0 = one per CPU core without a GPU (the embedded policy trains
-    #: single-threaded), one with a GPU (every run would share it)
+    #: runs trained at once; 0 = one per CPU core without a GPU, one with a GPU (every run
+    #: would share it). Each run gets cores // jobs threads (config.environment)
     jobs: int = 0
 
 
@@ -132,11 +132,21 @@ def parallel_jobs(requested: int) -> int:
         return requested
     import torch
 
-    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+    from critic_free_rl.config.environment import available_cores
+
+    return 1 if torch.cuda.is_available() else available_cores()
 
 
-def run_job(job: Job, fixed: list[str]) -> bool:
-    """Train (or reuse) one run in a fresh process; True when it finished."""
+def job_env(jobs: int) -> dict[str, str]:
+    """Environment of each of ``jobs`` runs trained at once: its share of the cores in
+    ``OMP_NUM_THREADS`` (the run divides it further among its ranks)."""
+    from critic_free_rl.config.environment import THREADS_VAR, process_cpu_threads
+
+    return {**os.environ, THREADS_VAR: str(process_cpu_threads(jobs))}
+
+
+def run_job(job: Job, fixed: list[str], env: dict[str, str]) -> bool:
+    """Train (or reuse) one run in a fresh process with environment ``env``; True when it finished."""
     run_dir = str(job.run_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
     from critic_free_rl.checkpointing import latest_checkpoint
     from critic_free_rl.shutdown import run_in_group
@@ -144,7 +154,7 @@ def run_job(job: Job, fixed: list[str]) -> bool:
     cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", *fixed, *job.overrides, f"run_dir='{run_dir}'", *RESUME_OVERRIDES]
     if latest_checkpoint(job.run_dir) is not None and not (job.run_dir / "summary.json").is_file():  # interrupted: continue it
         cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", f"resume='{run_dir}'"]
-    return run_in_group(cmd) == 0 and (job.run_dir / "summary.json").is_file()
+    return run_in_group(cmd, env=env) == 0 and (job.run_dir / "summary.json").is_file()
 
 
 def run(args: list[str]) -> None:
@@ -158,15 +168,18 @@ def run(args: list[str]) -> None:
     fixed, jobs = plan(overrides, sweep_dir)
     check_fixed_overrides(sweep_dir, fixed)
 
+    workers = parallel_jobs(opts.jobs)
+    env = job_env(min(workers, len(jobs)) or 1)
+
     def one(i: int, job: Job) -> bool:
         if stop_was_forwarded():  # stopping: start no further run
             return False
         # one write per line: the pool's threads print at the same time
         sys.stdout.write(f"[critic-free-rl] compare {opts.name}: run {i}/{len(jobs)}: {' '.join(job.overrides)}\n")
         sys.stdout.flush()
-        return run_job(job, fixed)
+        return run_job(job, fixed, env)
 
-    with forward_signals(), ThreadPoolExecutor(max_workers=parallel_jobs(opts.jobs)) as pool:
+    with forward_signals(), ThreadPoolExecutor(max_workers=workers) as pool:
         done = list(pool.map(one, range(1, len(jobs) + 1), jobs))
     if stop_was_forwarded():
         raise SystemExit(EXIT_INTERRUPTED)

@@ -14,6 +14,6 @@ if __name__ == "__main__":
 
     run_dir = Path(sys.argv[-1])
     tc = load_run_config(run_dir)
-    setup_environment(tc.trainer.num_ranks)
+    setup_environment(tc.trainer.num_ranks, tc.trainer.num_nodes)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][rank %(process)d][%(name)s] %(message)s")
     run_training(tc, run_dir)

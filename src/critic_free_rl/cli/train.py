@@ -95,7 +95,7 @@ def _resume_task(cfg) -> bool:
     run_dir = Path(cfg.resume)
     tc = resume_config(run_dir, list(HydraConfig.get().overrides.task))
     validate(tc)
-    setup_environment(tc.trainer.num_ranks)
+    setup_environment(tc.trainer.num_ranks, tc.trainer.num_nodes)
     print(f"[critic-free-rl] run directory: {run_dir.resolve()} (resume from step {latest_step(run_dir)})", flush=True)
     summary = run_dir / "summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("steps", 0) >= tc.trainer.total_steps:
@@ -135,7 +135,7 @@ def _train_task(cfg) -> None:
             return
     else:
         tc = to_train_config(cfg)
-        setup_environment(tc.trainer.num_ranks)
+        setup_environment(tc.trainer.num_ranks, tc.trainer.num_nodes)
         check_memory_plan(tc)
         print(f"[critic-free-rl] run directory: {run_dir.resolve()}", flush=True)
         if tc.trainer.node_rank:  # node K > 0 of a multi-node run: node 0 prepares the run directory

