@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import compose_train
 
-from critic_free_rl.commands import to_train_config
+from critic_free_rl.config.loading import to_train_config
 from critic_free_rl.config.validate import ConfigError
 
 
