@@ -162,7 +162,7 @@ def test_resume_without_a_checkpoint_is_refused_and_logs_are_kept(tmp_path):
     truncate metrics.jsonl) unless resume_from_scratch=true asks for it."""
     from omegaconf import OmegaConf
 
-    from critic_free_rl.commands import to_train_config
+    from critic_free_rl.config.loading import to_train_config
     from conftest import compose_train
 
     run = tmp_path / "run"

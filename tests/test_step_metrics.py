@@ -10,7 +10,7 @@ import torch
 from conftest import compose_train
 
 from critic_free_rl.algorithms.reward_terms import add_kl_penalty, flat_groups
-from critic_free_rl.commands import to_train_config
+from critic_free_rl.config.loading import to_train_config
 from critic_free_rl.logging.step_metrics import step_metrics
 from critic_free_rl.models.tiny import build_char_tokenizer, build_tiny_model
 from critic_free_rl.rewards.pipeline import RewardPipeline
