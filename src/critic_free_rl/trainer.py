@@ -29,7 +29,8 @@ from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.data.chat import apply_chat_template
 from critic_free_rl.data.datasets import Example, load_split
 from critic_free_rl.data.order import step_batch
-from critic_free_rl.evaluation import evaluate
+from critic_free_rl.evaluation import calibrate_clip_eta, evaluate, final_split_eval
+from critic_free_rl.logging.provenance import provenance
 from critic_free_rl.logging.tracker import PhaseTimer, Tracker
 from critic_free_rl.models.loading import resolve_model_path
 from critic_free_rl.rewards.pipeline import RewardPipeline
@@ -46,6 +47,9 @@ class RunState:
     final_accuracy: Optional[float] = None
     evals: list[dict] = field(default_factory=list)
     skipped_updates: int = 0
+    initial_heldout_accuracy: Optional[float] = None
+    final_heldout_accuracy: Optional[float] = None
+    clip_eta: Optional[float] = None
 
 
 def _all_finite(*ts: torch.Tensor) -> bool:
@@ -220,13 +224,21 @@ class Trainer:
         log.info("step %d eval greedy_accuracy=%.3f sampling_accuracy=%s (n=%d)", step, res.greedy_accuracy, res.sampling_accuracy, res.num_examples)
         return res.greedy_accuracy
 
+    def _final_split_eval(self, when: str) -> Optional[float]:
+        out = self.run_dir / f"{when}_outcomes.jsonl"
+        return final_split_eval(self.cfg, self.engine, self.rewards.verifier, self.tokenizer, self.world.rank, self.world.size, out)
+
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
         t = self.cfg.trainer
         t0 = time.time()
         resumed = bool(self.cfg.resume) and self.checkpointer.restore(self)
+        if not resumed:  # compare's final split and fair Clip threshold (evaluation.py); kept in checkpoints
+            self.state.clip_eta = calibrate_clip_eta(self.cfg, self.engine, self.rewards.prm, self.train_examples, self.world.rank, self.world.size)
+        self.rewards.cfg.clip_eta = self.cfg.reward.clip_eta if self.state.clip_eta is None else self.state.clip_eta
         if t.eval_at_start and not resumed:
             self.state.initial_accuracy = self.run_eval(0)
+            self.state.initial_heldout_accuracy = self._final_split_eval("initial")
         for step in range(self.state.step, t.total_steps):
             metrics = self.train_step(step)
             self.tracker.scalars(metrics, step + 1)
@@ -238,6 +250,7 @@ class Trainer:
             if self.checkpointer.due(step + 1):
                 self.checkpointer.save(self, step + 1, time.time() - t0)
         self.state.final_accuracy = self.run_eval(t.total_steps)
+        self.state.final_heldout_accuracy = self._final_split_eval("final")
         wall = time.time() - t0 + self.checkpointer.elapsed_before
         final_dir = self.run_dir / "final"
         # the engine samples from the trained policy; ranks hold identical weights
@@ -258,6 +271,10 @@ class Trainer:
             "reward": self.cfg.reward.name,
             "seed": t.seed,
             "checkpoint": str(final_dir),
+            "initial_heldout_accuracy": self.state.initial_heldout_accuracy,
+            "final_heldout_accuracy": self.state.final_heldout_accuracy,
+            "clip_eta": self.rewards.cfg.clip_eta,
+            **provenance(self.model_path, self.rewards.cfg.prm),
             **sync,
         }
         self.tracker.summary(summary)
