@@ -274,7 +274,7 @@ class Trainer:
             "initial_heldout_accuracy": self.state.initial_heldout_accuracy,
             "final_heldout_accuracy": self.state.final_heldout_accuracy,
             "clip_eta": self.rewards.cfg.clip_eta,
-            **provenance(self.model_path, self.rewards.cfg.prm),
+            **provenance(self.model_path, self.rewards.cfg.prm if self.rewards.prm is not None else None),
             **sync,
         }
         self.tracker.summary(summary)

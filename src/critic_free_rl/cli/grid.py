@@ -107,8 +107,7 @@ def merge_overrides(*lists: list[str] | tuple[str, ...]) -> list[str]:
     of others)."""
     out: dict[str, str] = {}
     for ov in itertools.chain(*lists):
-        out.pop(override_key(ov), None)
-        out[override_key(ov)] = ov
+        out[override_key(ov)] = ov  # an existing key keeps its position
     return list(out.values())
 
 
