@@ -129,19 +129,25 @@ def score_quantile(scores: list[list[float]], q: float) -> float:
     return float(torch.quantile(flat, q))
 
 
+#: training batches of prompts whose samples set the Clip threshold (at the defaults 32
+#: prompts x 8 samples, about 750 step scores)
+CALIBRATION_BATCHES = 2
+
+
 def calibrate_clip_eta(cfg, engine: RolloutEngine, prm, examples: list[Example], rank: int, world: int) -> Optional[float]:
-    """``reward.clip_eta_quantile`` of the PRM's step scores on the engine's samples of
-    ``examples`` (this rank's shard; scores pooled over ranks, so every rank gets the same
-    eta), sampled as in training; None when the quantile is unset, there is no PRM, or the
+    """``reward.clip_eta_quantile`` of the PRM's step scores on the engine's samples of the
+    first :data:`CALIBRATION_BATCHES` batches of ``examples`` (this rank's shard; scores
+    pooled over ranks, so every rank gets the same eta), sampled as in training but with a
+    seed no training step uses; None when the quantile is unset, there is no PRM, or the
     PRM is the ``prm=exact`` oracle (its 0/1 scores keep ``reward.clip_eta``)."""
     from critic_free_rl.rewards.steps import split_steps
 
     r, ro = cfg.reward, cfg.rollout
     if r.clip_eta_quantile is None or prm is None or r.prm == "exact":
         return None
-    shard = examples[rank::world]
+    shard = examples[: CALIBRATION_BATCHES * ro.prompts_per_step][rank::world]
     spec = SamplingSpec(n=ro.group_size, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
-                        seed=ro.seed * 1_000_003 - 1 - rank)
+                        seed=ro.seed * 1_000_003 + 1_000_002 - rank)
     groups = engine.generate([e.prompt for e in shard], spec)
     prompts = [e.prompt for e, g in zip(shard, groups) for _ in g]
     steps = [[s.text for s in split_steps(c.text, r.step_split, r.step_tag, r.max_steps)] for g in groups for c in g]
