@@ -173,7 +173,9 @@ def grid_runs(tmp_path) -> Path:
 def test_results_csv_has_a_row_per_run_with_provenance(grid_runs, tmp_path):
     """Catches a missing column, an arm's reward taken from reward.name (success_overlong is
     reward.name=success), a wrong prm kind or a noise given to a learned PRM."""
+    (grid_runs / "compare.json").write_text(json.dumps({"overrides": ["algorithm.kl_coef=0.01"], "per_algorithm": {"ppo": ["algorithm.ppo_epochs=2"]}}))
     report = write_report([grid_runs], "g", tmp_path / "reports")
+    assert "- `algorithm.kl_coef=0.01`\n- ppo only: `algorithm.ppo_epochs=2`" in report.read_text()  # the protocol, printed
     rows = list(csv.DictReader((report.parent / "results.csv").open()))
     assert len(rows) == 16
     need = {"algorithm", "reward", "prm", "prm_noise", "seed", "steps", "initial_accuracy", "final_accuracy", "machine", "policy_sha256", "prm_sha256"}

@@ -1,9 +1,20 @@
 """The statistics section of a comparison report: per-arm accuracy intervals, each reward's
 paired difference to success-only per algorithm, and the PRM-quality sweep plot; all from
 ``results.csv``'s rows and the runs' per-problem outcomes (:mod:`~critic_free_rl.report.stats`
-documents the resampling)."""
+documents the resampling); and the protocol the runs shared.
+
+The fair protocol of ``configs/compare/default.yaml`` (its comments give the reasons), which
+the report prints from the sweep folder's ``compare.json``: the same KL estimator, placement
+and coefficient for every algorithm (k3 in the loss at 0.01), the paper's weights (success 5,
+dense 1), the dense mode every estimator implements (return_to_go), one update schedule (4
+minibatches, so PPO's ratio clip acts), the learned PRM's Clip threshold set to the median of
+its scores on the warm-started policy's samples (``reward.clip_eta_quantile=0.5``, recorded
+per run as ``clip_eta``), and a final evaluation on the 1000-problem held-out split.
+A paired difference is taken within seed blocks: runs of one seed ran one after another on
+one machine (``compare.seeds=[k]``), so machine and seed effects cancel in it."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +89,8 @@ def _difference_table(diffs: list[Difference]) -> str:
 
 def plot_sweep(rows: list[ResultRow], diffs: list[Difference], out: Path) -> Optional[Path]:
     """Accuracy gain over success-only against the exact PRM's noise, one line per reward of
-    :data:`SWEEP_REWARDS`, one panel per algorithm, bars the 95% intervals; None without
-    exact-PRM arms."""
+    :data:`SWEEP_REWARDS`, one panel per algorithm, bars the 95% intervals, a dashed line at
+    the learned PRM's gain with the same reward; None without exact-PRM arms."""
     noise = {r.arm: r.prm_noise for r in rows if r.prm == "exact"}
     reward = {r.arm: r.reward for r in rows}
     points = [d for d in diffs if d.arm in noise and reward[d.arm] in SWEEP_REWARDS]
@@ -91,7 +102,7 @@ def plot_sweep(rows: list[ResultRow], diffs: list[Difference], out: Path) -> Opt
     import matplotlib.pyplot as plt
 
     algorithms = sorted({d.algorithm for d in points})
-    fig, axes = plt.subplots(1, len(algorithms), figsize=(4.2 * len(algorithms), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(algorithms), figsize=(max(6.0, 4.2 * len(algorithms)), 3.8), sharey=True, squeeze=False)
     for ax, algorithm in zip(axes[0], algorithms):
         for i, rw in enumerate(SWEEP_REWARDS):
             mine = sorted((noise[d.arm], d.value) for d in points if d.algorithm == algorithm and reward[d.arm] == rw)
@@ -100,13 +111,16 @@ def plot_sweep(rows: list[ResultRow], diffs: list[Difference], out: Path) -> Opt
             x = [p for p, _ in mine]
             y = [v.estimate for _, v in mine]
             err = [[v.estimate - v.low for _, v in mine], [v.high - v.estimate for _, v in mine]]
-            ax.errorbar([xi + 0.006 * (i - 0.5) for xi in x], y, yerr=err, marker="o", capsize=3, label=rw)
+            line = ax.errorbar([xi + 0.006 * (i - 0.5) for xi in x], y, yerr=err, marker="o", capsize=3, label=f"{rw} (exact PRM)")
+            learned = [d.value.estimate for d in diffs if d.algorithm == algorithm and d.arm == f"{algorithm}-{rw}"]
+            if learned:  # the learned PRM's gain, for where it sits on the noise scale
+                ax.axhline(learned[0], linestyle="--", linewidth=1, color=line[0].get_color(), label=f"{rw} (learned PRM)")
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set(title=algorithm, xlabel="PRM noise (flip probability)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy gain over success-only")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle("PRM-quality sweep (exact PRM, paired within seed blocks, 95% CI)")
+    fig.suptitle("PRM-quality sweep: gain over success-only, paired within seed blocks, 95% CI", fontsize=10)
     fig.tight_layout()
     path = out / SWEEP_PNG
     fig.savefig(path, dpi=110)
@@ -136,3 +150,18 @@ def statistics_section(rows: list[ResultRow], out: Path) -> str:
     if sweep is not None:
         parts += ["## PRM-quality sweep\n", f"![PRM-quality sweep]({sweep.name})\n"]
     return "\n".join(parts)
+
+
+def protocol_section(run_dirs: list[Path]) -> str:
+    """The settings every run of each sweep folder shared (its ``compare.json``, written by
+    ``compare``); empty when no run came from ``compare``."""
+    parts = []
+    for folder in sorted({Path(p).resolve().parent for p in run_dirs}):
+        record = folder / "compare.json"
+        if not record.is_file():
+            continue
+        rec = json.loads(record.read_text())
+        lines = [f"- `{ov}`" for ov in rec.get("overrides", [])]
+        lines += [f"- {alg} only: {', '.join(f'`{ov}`' for ov in ovs)}" for alg, ovs in sorted(rec.get("per_algorithm", {}).items()) if ovs]
+        parts.append(f"Settings of every run in `{folder}` (its `compare.json`):\n\n" + "\n".join(lines) + "\n")
+    return "## Protocol\n\n" + "\n".join(parts) if parts else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from critic_free_rl.report.comparison import statistics_section
+from critic_free_rl.report.comparison import protocol_section, statistics_section
 from critic_free_rl.report.events import Run, find_run_dirs, load_run
 from critic_free_rl.report.groups import Group, group_runs
 from critic_free_rl.report.plots import plot_curves
@@ -66,7 +66,7 @@ def write_report(run_dirs: list[Path], name: str, out: Path) -> Path:
     ]
     rows = [result_row(r) for r in runs if r.finished]
     write_results_csv(rows, report_dir / "results.csv")
-    parts.append(statistics_section(rows, report_dir))
+    parts += [protocol_section([r.path for r in runs]), statistics_section(rows, report_dir)]
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
         parts.append(f"**{len(unfinished)} run(s) have not finished** (no `summary.json`): their last logged values are used.\n")
