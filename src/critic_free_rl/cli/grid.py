@@ -14,6 +14,10 @@ Two ways to name the runs:
   syntax, by default ``ppo,grpo,rloo`` x ``success,pr,pr_clip,pr_delta,pr_clip_delta`` x
   ``0,1`` (:data:`DEFAULT_AXES`); another swept key adds an axis.
 
+Precedence, lowest first: :data:`DEFAULT_SETTINGS`, the file's ``settings``, the command's
+plain overrides, ``per_algorithm``, the arm's own overrides (an arm is what it says it is),
+the seed.
+
 Runs are ordered seed block by seed block (every arm of seed k before any arm of seed
 k+1), so the runs of one block run one after another on one machine and paired
 differences between arms are taken within a block. A run's folder is
