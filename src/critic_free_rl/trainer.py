@@ -233,9 +233,10 @@ class Trainer:
         t = self.cfg.trainer
         t0 = time.time()
         resumed = bool(self.cfg.resume) and self.checkpointer.restore(self)
-        if not resumed:  # compare's final split and fair Clip threshold (evaluation.py); kept in checkpoints
+        if not resumed:  # reward.clip_eta_quantile: eta from the PRM's scores, once (RunState keeps it across a resume)
             self.state.clip_eta = calibrate_clip_eta(self.cfg, self.engine, self.rewards.prm, self.train_examples, self.world.rank, self.world.size)
-        self.rewards.cfg.clip_eta = self.cfg.reward.clip_eta if self.state.clip_eta is None else self.state.clip_eta
+        if self.state.clip_eta is not None:
+            self.rewards.cfg.clip_eta = self.state.clip_eta
         if t.eval_at_start and not resumed:
             self.state.initial_accuracy = self.run_eval(0)
             self.state.initial_heldout_accuracy = self._final_split_eval("initial")
