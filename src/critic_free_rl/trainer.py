@@ -29,7 +29,8 @@ from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.data.chat import apply_chat_template
 from critic_free_rl.data.datasets import Example, load_split
 from critic_free_rl.data.order import step_batch
-from critic_free_rl.evaluation import evaluate
+from critic_free_rl.evaluation import calibrate_clip_eta, evaluate, final_split_eval
+from critic_free_rl.logging.provenance import provenance
 from critic_free_rl.logging.step_metrics import step_metrics
 from critic_free_rl.logging.tracker import PhaseTimer, Tracker
 from critic_free_rl.models.loading import resolve_model_path
@@ -48,6 +49,9 @@ class RunState:
     final_accuracy: Optional[float] = None
     evals: list[dict] = field(default_factory=list)
     skipped_updates: int = 0
+    initial_heldout_accuracy: Optional[float] = None
+    final_heldout_accuracy: Optional[float] = None
+    clip_eta: Optional[float] = None
 
 
 
@@ -227,14 +231,25 @@ class Trainer:
                  res.sampling_accuracy, res.num_examples)
         return res.greedy_accuracy
 
+    def _final_split_eval(self, when: str) -> Optional[float]:
+        out = self.run_dir / f"{when}_outcomes.jsonl"
+        return final_split_eval(self.cfg, self.engine, self.rewards.verifier, self.tokenizer, self.world.rank,
+                                self.world.size, out)
+
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
         t = self.cfg.trainer
         t0 = time.time()
         stop = StopRequest().install()  # SIGTERM / SIGINT: checkpoint after this step, then exit
         resumed = bool(self.cfg.resume) and self.checkpointer.restore(self)
+        if not resumed:  # reward.clip_eta_quantile: eta from the PRM's scores, once (RunState keeps it across a resume)
+            self.state.clip_eta = calibrate_clip_eta(self.cfg, self.engine, self.rewards.prm, self.train_examples,
+                                                     self.world.rank, self.world.size)
+        if self.state.clip_eta is not None:
+            self.rewards.cfg.clip_eta = self.state.clip_eta
         if t.eval_at_start and not resumed:
             self.state.initial_accuracy = self.run_eval(0)
+            self.state.initial_heldout_accuracy = self._final_split_eval("initial")
         for step in range(self.state.step, t.total_steps):
             metrics = self.train_step(step)
             self.tracker.scalars(metrics, step + 1)
@@ -253,6 +268,7 @@ class Trainer:
                 self.tracker.close()
                 raise TrainingInterrupted(step + 1)
         self.state.final_accuracy = self.run_eval(t.total_steps)
+        self.state.final_heldout_accuracy = self._final_split_eval("final")
         wall = time.time() - t0 + self.checkpointer.elapsed_before
         final_dir = self.run_dir / "final"
         # the engine samples from the trained policy; ranks hold identical weights
@@ -274,6 +290,10 @@ class Trainer:
             "reward": self.cfg.reward.name,
             "seed": t.seed,
             "checkpoint": str(final_dir),
+            "initial_heldout_accuracy": self.state.initial_heldout_accuracy,
+            "final_heldout_accuracy": self.state.final_heldout_accuracy,
+            "clip_eta": self.rewards.cfg.clip_eta,
+            **provenance(self.model_path, self.rewards.cfg.prm if self.rewards.prm is not None else None),
             **sync,
         }
         self.tracker.summary(summary)

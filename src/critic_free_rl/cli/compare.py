@@ -1,44 +1,35 @@
-"""``critic-free-rl compare``: train every configuration of a sweep, then report it.
+"""``critic-free-rl compare``: train every run of a comparison, then report it.
 
-    critic-free-rl compare [compare.name=NAME] [compare.runs=DIR] [compare.reports=DIR] [overrides...]
+    critic-free-rl compare compare.grid=default compare.seeds=[0] [compare.name=NAME] [overrides...]
+    critic-free-rl compare [algorithm=a,b reward=x,y trainer.seed=0,1] [overrides...]
 
-The sweep is ``algorithm x reward x trainer.seed``, by default ``ppo,grpo,rloo`` x
-``success,pr,pr_clip,pr_delta,pr_clip_delta`` x ``0,1``. An override in Hydra sweep syntax
-for one of these keys replaces that axis (``algorithm=grpo,rloo``, ``trainer.seed=range(3)``),
-one for any other key adds an axis (``algorithm.kl_coef=0.01,0.1``), and a plain override
-applies to every run (``rollout.group_size=16``). Every run trains 50 steps unless the
-command says otherwise (:data:`DEFAULT_SETTINGS`).
+The runs come from a grid file (``configs/compare/<grid>.yaml``: arms, settings, the fair
+protocol, seeds) or from a sweep of ``algorithm x reward x trainer.seed``; see
+:mod:`critic_free_rl.cli.grid` for both and for the order (seed block by seed block).
+Every arm's config is composed and validated before the first run starts. A plain
+override applies to every run (``rollout.group_size=16``). Without a grid file every run
+trains 50 steps unless the command says otherwise (:data:`~critic_free_rl.cli.grid.DEFAULT_SETTINGS`).
 
 Each run trains in a process of its own (``critic-free-rl train``; ``compare.jobs`` at once) in
-``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>``. Finished runs are reused and interrupted ones
-restarted (``+extra.skip_if_done=true overwrite=true``), so running the same command
-again resumes a comparison. Plain overrides are recorded in ``compare.json`` of the sweep
-folder; a later call with different ones is refused, since the runs it would reuse were
-trained differently. Finally ``<reports>/<name>/report.md`` is written from the finished runs.
+``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>[-<key>_<value>...]``. Finished runs are
+reused and interrupted ones restarted (``+extra.skip_if_done=true overwrite=true``), so running
+the same command again resumes a comparison. Plain overrides are recorded in ``compare.json``
+of the sweep folder; a later call with different ones is refused, since the runs it would
+reuse were trained differently. Finally ``<reports>/<name>/`` is written from every finished
+run of the sweep folder (other seed blocks included, also ones copied in from other machines).
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Optional
 
-#: default sweep axes (Hydra sweep syntax); an override of the same key replaces one. Jobs
-#: start in grid order, algorithm outermost: PPO (a critic to train too) goes first, so the
-#: parallel jobs finish close together instead of one slow run trailing alone
-DEFAULT_AXES: dict[str, str] = {
-    "algorithm": "ppo,grpo,rloo",
-    "reward": "success,pr,pr_clip,pr_delta,pr_clip_delta",
-    "trainer.seed": "0,1",
-}
-#: settings of every run unless the command sets the same key: 50 steps with held-out
-#: evaluations at 0, 25 and 50 keep the default 30-run comparison within 90 minutes on
-#: 2 CPU cores (``trainer.total_steps=100`` for the full-length runs of ``train``)
-DEFAULT_SETTINGS: tuple[str, ...] = ("trainer.total_steps=50", "trainer.eval_every=25")
+from critic_free_rl.cli.grid import GridError, Job, load_grid, plan_grid, plan_sweep, validate_jobs
+
 #: added to every run: reuse a finished run, restart an interrupted one
 RESUME_OVERRIDES = ("+extra.skip_if_done=true", "overwrite=true")
 
@@ -54,14 +45,10 @@ class CompareOptions:
     #: runs trained at once; 0 = one per CPU core without a GPU, one with a GPU (every run
     #: would share it). Each run gets cores // jobs threads (config.environment)
     jobs: int = 0
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of the sweep: its ``key=value`` axis overrides and run directory."""
-
-    overrides: tuple[str, ...]
-    run_dir: Path
+    #: grid file: a name under configs/compare/ or a .yaml path (None: the sweep)
+    grid: Optional[str] = None
+    #: seed blocks to run (None: the grid file's seeds, or the sweep's trainer.seed axis)
+    seeds: Optional[list[int]] = None
 
 
 def split_args(args: list[str]) -> tuple[CompareOptions, list[str]]:
@@ -78,50 +65,36 @@ def split_args(args: list[str]) -> tuple[CompareOptions, list[str]]:
     return OmegaConf.to_object(opts), [a for a in args if not a.startswith("compare.")]
 
 
-def plan(overrides: list[str], sweep_dir: Path) -> tuple[list[str], list[Job]]:
-    """Split ``overrides`` into plain ones (every run; :data:`DEFAULT_SETTINGS` for keys they
-    leave unset) and the jobs of the sweep grid."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def plan(opts: "CompareOptions", overrides: list[str], sweep_dir: Path) -> tuple[list[str], dict, list[Job]]:
+    """The plain overrides of every run, the record of the comparison's settings (kept in
+    ``compare.json``) and the jobs, from the grid file or the sweep; every arm validated."""
+    from critic_free_rl.config.loading import config_dir
 
-    parser = OverridesParser.create()
-    axes: dict[str, list[str]] = {}
-    fixed: list[str] = []
-    given = {ov.get_key_element() for ov in parser.parse_overrides(overrides)}
-    defaults = [s for s in DEFAULT_SETTINGS if s.split("=", 1)[0] not in given]
-    parsed = parser.parse_overrides([f"{k}={v}" for k, v in DEFAULT_AXES.items()] + defaults + overrides)
-    for ov in parsed:
-        key = ov.get_key_element()
-        if ov.is_sweep_override() or key in DEFAULT_AXES:
-            axes[key] = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+    try:
+        if opts.grid:
+            grid = load_grid(opts.grid, config_dir())
+            fixed, jobs = plan_grid(grid, overrides, opts.seeds, sweep_dir)
+            record = {"overrides": sorted(fixed), "per_algorithm": grid.per_algorithm}
         else:
-            fixed.append(ov.input_line)
-    jobs = []
-    for values in itertools.product(*axes.values()):
-        point = dict(zip(axes, values))
-        jobs.append(Job(tuple(f"{k}={v}" for k, v in point.items()), sweep_dir / run_name(point)))
-    return fixed, jobs
+            fixed, jobs = plan_sweep(overrides, sweep_dir, opts.seeds)
+            record = {"overrides": sorted(fixed)}
+        validate_jobs(fixed, jobs)
+    except GridError as exc:
+        raise SystemExit(f"critic-free-rl compare: {exc}") from None
+    return fixed, record, jobs
 
 
-def run_name(point: dict[str, str]) -> str:
-    """``<algorithm>-<reward>-s<seed>`` (the pattern of ``train``'s default run_dir), then
-    ``-<key>_<value>`` per extra axis; only characters that need no quoting in overrides."""
-    head = [point["algorithm"], point["reward"], f"s{point['trainer.seed']}"]
-    tail = [f"{k}_{v}" for k, v in sorted(point.items()) if k not in DEFAULT_AXES]
-    return re.sub(r"[^\w.+-]", "_", "-".join(head + tail))
-
-
-def check_fixed_overrides(sweep_dir: Path, fixed: list[str]) -> None:
-    """Record the plain overrides of the sweep folder, or refuse different ones."""
+def check_fixed_overrides(sweep_dir: Path, wanted: dict) -> None:
+    """Record the settings of every run of the sweep folder, or refuse different ones."""
     record = sweep_dir / "compare.json"
-    wanted = sorted(fixed)
     if record.is_file():
-        before = json.loads(record.read_text())["overrides"]
+        before = json.loads(record.read_text())
         if before != wanted:
             raise SystemExit(f"critic-free-rl compare: {sweep_dir} holds runs trained with the overrides {before}, "
                              f"not {wanted}; choose another compare.name= or remove that folder")
         return
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"overrides": wanted}, indent=2))
+    record.write_text(json.dumps(wanted, indent=2))
 
 
 def parallel_jobs(requested: int) -> int:
@@ -165,8 +138,8 @@ def run(args: list[str]) -> None:
 
     opts, overrides = split_args(args)
     sweep_dir = Path(opts.runs) / f"compare-{opts.name}"
-    fixed, jobs = plan(overrides, sweep_dir)
-    check_fixed_overrides(sweep_dir, fixed)
+    fixed, record, jobs = plan(opts, overrides, sweep_dir)
+    check_fixed_overrides(sweep_dir, record)
 
     workers = parallel_jobs(opts.jobs)
     env = job_env(min(workers, len(jobs)) or 1)
@@ -184,10 +157,12 @@ def run(args: list[str]) -> None:
     if stop_was_forwarded():
         raise SystemExit(EXIT_INTERRUPTED)
     failed = [j for j, ok in zip(jobs, done) if not ok]
-    finished = [j.run_dir for j in jobs if (j.run_dir / "summary.json").is_file()]
+    # every finished run of the folder: the report covers the seed blocks run before (or copied in)
+    finished = sorted(p.parent for p in sweep_dir.glob("*/summary.json"))
     if finished:
         report = write_report(finished, opts.name, Path(opts.reports))
-        print(f"[critic-free-rl] compare {opts.name}: {len(finished)}/{len(jobs)} runs finished; report: {report}", flush=True)
+        print(f"[critic-free-rl] compare {opts.name}: {len(jobs) - len(failed)}/{len(jobs)} runs of this call finished, "
+              f"{len(finished)} in {sweep_dir}; report: {report}", flush=True)
     if failed:
         raise SystemExit(f"critic-free-rl compare: {len(failed)} run(s) failed ({', '.join(str(j.run_dir) for j in failed)}); "
                          "run the same command again to retry them (finished runs are reused)")

@@ -93,9 +93,14 @@ class DataConfig:
     skip_bad_rows: bool = False
     max_train_rows: Optional[int] = None
     max_test_rows: Optional[int] = 200
+    #: split of each run's final evaluation, with per-problem outcomes saved in the run
+    #: folder (evaluation.final_split_eval); None: none beyond the test split's curve.
+    #: The embedded task's ``heldout`` split: ``num_heldout`` problems in neither train nor test
+    final_split: Optional[str] = None
     # embedded task generator (ignored for other datasets)
     num_train: int = 4000
     num_test: int = 300
+    num_heldout: int = 1000
     seed: int = 1234
     #: ArithmeticSpec overrides (min_ops, max_ops, max_first, max_operand)
     spec: dict[str, Any] = field(default_factory=dict)
@@ -183,6 +188,10 @@ class RewardConfig:
     correct_value: float = 1.0
     wrong_value: float = 0.0
     clip_eta: float = 0.5
+    #: when set, clip_eta is this quantile (0.5: the median) of the PRM's step scores on the
+    #: warm-started policy's samples of training prompts, computed once at start-up
+    #: (evaluation.calibrate_clip_eta) and recorded in summary.json; not for prm=exact (0/1 scores)
+    clip_eta_quantile: Optional[float] = None
     #: pr_min: softmin temperature of the paper's weighted form; None = the exact min
     min_temperature: Optional[float] = None
     #: DAPO overlong penalty on the last token: 0 up to overlong_max_tokens - overlong_buffer

@@ -17,6 +17,7 @@ __all__ = ["ConfigError", "validate"]
 def _validate_data(d: DataConfig) -> None:
     """Dataset settings that would otherwise fail on the first row (or not at all)."""
     from critic_free_rl.data.answers import REFERENCE_FORMATS
+    from critic_free_rl.data.arithmetic import HELDOUT
 
     _choice("data.answer_format", d.answer_format, set(REFERENCE_FORMATS))
     try:
@@ -24,6 +25,8 @@ def _validate_data(d: DataConfig) -> None:
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(f"data.prompt_template={d.prompt_template!r} is not a valid template: the only placeholder is "
                           f"{{question}} and literal braces are written {{{{ }}}} ({type(exc).__name__}: {exc})") from exc
+    if d.name == "embedded" and d.final_split not in (None, d.train_split, d.test_split, HELDOUT):
+        raise ConfigError(f"data.final_split={d.final_split!r}: the embedded task's splits are {d.train_split!r}, {d.test_split!r}, {HELDOUT!r}")
     if d.max_prompt_chars < 1:
         raise ConfigError(f"data.max_prompt_chars={d.max_prompt_chars} must be at least 1")
 
@@ -63,6 +66,8 @@ def validate(cfg: TrainConfig) -> None:
     _choice("algorithm.kl_in", a.kl_in, set(KL_PLACEMENTS))
     _choice("algorithm.kl_estimator", a.kl_estimator, set(KL_ESTIMATORS))
     validate_reward(r)
+    if r.clip_eta_quantile is not None and not 0.0 <= r.clip_eta_quantile <= 1.0:
+        raise ConfigError(f"reward.clip_eta_quantile={r.clip_eta_quantile} must be a quantile in [0, 1] (0.5: the median), or null")
     _choice("rollout.engine", ro.engine, {"vllm", "hf"})
     _choice("trainer.backend", t.backend, {"deepspeed", "torch"})
     _choice("trainer.zero_stage", t.zero_stage, {0, 1, 2, 3})

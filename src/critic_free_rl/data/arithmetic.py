@@ -74,8 +74,23 @@ def generate_split(n: int, seed: int, spec: ArithmeticSpec = ArithmeticSpec(), e
     return rows
 
 
-def generate_task(num_train: int, num_test: int, seed: int, spec: ArithmeticSpec = ArithmeticSpec()) -> dict[str, list[dict[str, str]]]:
-    """Train and held-out test splits with no question in common."""
+#: name of the large held-out split of final evaluations (see :func:`generate_task`)
+HELDOUT = "heldout"
+#: seed offsets of the splits drawn after the training split: ``seed + 1`` test, ``seed + 2``
+#: the warm start's validation split (models/loading.py), ``seed + 3`` the held-out split
+HELDOUT_SEED_OFFSET = 3
+
+
+def generate_task(num_train: int, num_test: int, seed: int, spec: ArithmeticSpec = ArithmeticSpec(),
+                  num_heldout: int = 0) -> dict[str, list[dict[str, str]]]:
+    """Train and test splits with no question in common and, when ``num_heldout > 0``, a
+    ``heldout`` split with no question of either. The held-out split is drawn last, from its
+    own seed, so asking for it (of any size) leaves train and test as they were: neither
+    the warm start (trained on train) nor the in-training curve (on test) changes."""
     test = generate_split(num_test, seed + 1, spec)
     train = generate_split(num_train, seed, spec, exclude=frozenset(r["question"] for r in test))
-    return {"train": train, "test": test}
+    task = {"train": train, "test": test}
+    if num_heldout > 0:
+        seen = frozenset(r["question"] for rows in (train, test) for r in rows)
+        task[HELDOUT] = generate_split(num_heldout, seed + HELDOUT_SEED_OFFSET, spec, exclude=seen)
+    return task

@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from critic_free_rl.config.schema import DataConfig
 from critic_free_rl.data.answers import parse_reference
-from critic_free_rl.data.arithmetic import ArithmeticSpec, generate_task
+from critic_free_rl.data.arithmetic import HELDOUT, ArithmeticSpec, generate_task
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ class _BadRow:
 
 # ---------------------------------------------------------------------- sources
 def _embedded_rows(cfg: DataConfig, split: str) -> tuple[list[Any], str]:
-    task = generate_task(cfg.num_train, cfg.num_test, cfg.seed, ArithmeticSpec(**cfg.spec))
-    return task["train" if split == cfg.train_split else "test"], f"embedded:{split}(seed={cfg.seed})"
+    part = {cfg.train_split: "train", cfg.test_split: "test"}.get(split, split)
+    if part not in ("train", "test", HELDOUT):
+        raise DataError(f"the embedded task has no split {split!r}; its splits: {cfg.train_split!r}, {cfg.test_split!r}, {HELDOUT!r}")
+    task = generate_task(cfg.num_train, cfg.num_test, cfg.seed, ArithmeticSpec(**cfg.spec), cfg.num_heldout if part == HELDOUT else 0)
+    return task[part], f"embedded:{split}(seed={cfg.seed})"
 
 
 def _looks_local(path: str) -> bool:
@@ -212,7 +215,8 @@ def load_split(cfg: DataConfig, split: str) -> LoadedSplit:
     else:
         path = _data_file(cfg, split)
         rows, source = (_file_rows(path), str(path)) if path is not None else (_hub_rows(cfg, split), f"{cfg.path}:{split}")
-    limit = cfg.max_train_rows if split == cfg.train_split else cfg.max_test_rows
+    # the final split is read whole: its size is the point of it (data.num_heldout for the embedded task)
+    limit = cfg.max_train_rows if split == cfg.train_split else None if split == cfg.final_split != cfg.test_split else cfg.max_test_rows
     return _validate(rows, source, cfg, split, limit)
 
 

@@ -76,7 +76,13 @@ def _base(ident: dict[str, Any]) -> str:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Configurations in label order, each with its runs."""
+    """Configurations in label order, each with its runs: the arms ``compare`` wrote into
+    the runs (``extra.arm``) when every run has one, else by differing settings."""
+    if runs and all(r.config.get("extra.arm") for r in runs):
+        arms: dict[str, list[Run]] = defaultdict(list)
+        for run in runs:
+            arms[str(run.config["extra.arm"])].append(run)
+        return [Group(label, arms[label]) for label in sorted(arms)]
     idents = [_identity(r) for r in runs]
     values: dict[tuple[str, str], set[str]] = defaultdict(set)
     for ident in idents:

@@ -67,7 +67,7 @@ def plot_curves(groups: list[Group], out_dir: Path) -> list[tuple[CurveSpec, Pat
 
     algorithms = sorted({g.algorithm for g in groups})
     variants = sorted({g.variant for g in groups})
-    colour = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    colour = {v: plt.get_cmap("tab20")(i % 20) for i, v in enumerate(variants)}  # a grid has up to 16 arms per algorithm
     written = []
     for spec in CURVES:
         curves = [(g, g.curve(spec.tag)) for g in groups]

@@ -1,8 +1,10 @@
 """The comparison report of training runs (``critic-free-rl report``, :mod:`critic_free_rl.cli.report`).
 
 Reads the runs' TensorBoard event files, groups them by configuration (seeds pooled) and
-writes ``<out>/<name>/``: ``report.md`` (the table, the curves, how to open TensorBoard),
-one PNG per curve and ``tb/`` (a TensorBoard logdir with a custom-scalars layout).
+writes ``<out>/<name>/``: ``report.md`` (the table, the held-out intervals and paired
+differences when the runs saved per-problem outcomes, the curves, how to open
+TensorBoard), ``results.csv`` (one row per run), one PNG per curve and ``tb/`` (a
+TensorBoard logdir with a custom-scalars layout).
 A RUN_DIR may also be a folder of runs (e.g. a ``compare`` sweep directory).
 """
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from critic_free_rl.report.comparison import protocol_section, statistics_section
 from critic_free_rl.report.events import Run, find_run_dirs, load_run
 from critic_free_rl.report.groups import Group, group_runs
 from critic_free_rl.report.plots import plot_curves
+from critic_free_rl.report.results import result_row, write_results_csv
 from critic_free_rl.report.tables import TAIL_STEPS, markdown_table
 from critic_free_rl.report.tensorboard_view import write_tensorboard_view
 
@@ -68,6 +72,9 @@ def write_report(run_dirs: list[Path], name: str, out: Path) -> Path:
         markdown_table(groups) + "\n",
         TABLE_NOTE + "\n",
     ]
+    rows = [result_row(r) for r in runs if r.finished]
+    write_results_csv(rows, report_dir / "results.csv")
+    parts += [protocol_section([r.path for r in runs]), statistics_section(rows, report_dir)]
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
         parts.append(f"**{len(unfinished)} run(s) have not finished** (no `summary.json`): their last logged values are used.\n")
