@@ -22,9 +22,6 @@ import itertools
 import json
 import os
 import re
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -55,6 +52,10 @@ class CompareOptions:
     #: runs trained at once; 0 = one per CPU core without a GPU (the embedded policy trains
     #: single-threaded), one with a GPU (every run would share it)
     jobs: int = 0
+    #: a Hydra launcher (``hydra/launcher`` option: ``submitit_slurm``, ``submitit_local``)
+    #: that runs the grid, one job per run, configured by ``hydra.launcher.*`` overrides
+    #: (docs/scale_out.md); empty: the built-in pool of ``jobs`` processes on this machine
+    launcher: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,35 +137,25 @@ def parallel_jobs(requested: int) -> int:
     return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
 
 
-def run_job(job: Job, fixed: list[str]) -> bool:
-    """Train (or reuse) one run in a fresh process; True when it finished."""
-    run_dir = str(job.run_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
-    cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", *fixed, *job.overrides, f"run_dir='{run_dir}'", *RESUME_OVERRIDES]
-    return subprocess.run(cmd).returncode == 0 and (job.run_dir / "summary.json").is_file()
-
-
 def run(args: list[str]) -> None:
     """Command-line entry of ``critic-free-rl compare`` (see the module docstring)."""
     from critic_free_rl.report.report import write_report
 
-    opts, overrides = split_args(args)
+    from critic_free_rl.cli.launching import RunSpec, run_all
+
+    opts, args = split_args(args)
+    # how the runs are dispatched is no part of what they train (nor of compare.json)
+    hydra_args = [a for a in args if a.startswith(("hydra.", "hydra/"))]
+    overrides = [a for a in args if a not in hydra_args]
     sweep_dir = Path(opts.runs) / f"compare-{opts.name}"
     fixed, jobs = plan(overrides, sweep_dir)
     check_fixed_overrides(sweep_dir, fixed)
-
-    def one(i: int, job: Job) -> bool:
-        # one write per line: the pool's threads print at the same time
-        sys.stdout.write(f"[critic-free-rl] compare {opts.name}: run {i}/{len(jobs)}: {' '.join(job.overrides)}\n")
-        sys.stdout.flush()
-        return run_job(job, fixed)
-
-    with ThreadPoolExecutor(max_workers=parallel_jobs(opts.jobs)) as pool:
-        done = list(pool.map(one, range(1, len(jobs) + 1), jobs))
-    failed = [j for j, ok in zip(jobs, done) if not ok]
+    specs = [RunSpec(j.run_dir, (*fixed, *j.overrides, *RESUME_OVERRIDES)) for j in jobs]
+    failed = run_all(specs, f"compare {opts.name}", parallel_jobs(opts.jobs), opts.launcher, hydra_args)
     finished = [j.run_dir for j in jobs if (j.run_dir / "summary.json").is_file()]
     if finished:
         report = write_report(finished, opts.name, Path(opts.reports))
         print(f"[critic-free-rl] compare {opts.name}: {len(finished)}/{len(jobs)} runs finished; report: {report}", flush=True)
     if failed:
-        raise SystemExit(f"critic-free-rl compare: {len(failed)} run(s) failed ({', '.join(str(j.run_dir) for j in failed)}); "
+        raise SystemExit(f"critic-free-rl compare: {len(failed)} run(s) failed ({', '.join(str(d) for d in failed)}); "
                          "run the same command again to retry them (finished runs are reused)")
