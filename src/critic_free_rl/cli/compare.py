@@ -9,8 +9,9 @@ one for any other key adds an axis (``algorithm.kl_coef=0.01,0.1``), and a plain
 applies to every run (``rollout.group_size=16``). Every run trains 50 steps unless the
 command says otherwise (:data:`DEFAULT_SETTINGS`).
 
-Each run trains in a process of its own (``critic-free-rl train``; ``compare.jobs`` at once) in
-``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>``. Finished runs are reused and interrupted ones
+Each run trains in a process of its own (``critic-free-rl train``; ``compare.jobs`` at once), or
+as a job of a Hydra launcher (``compare.launcher=submitit_slurm``: :mod:`critic_free_rl.cli.launching`,
+docs/scale_out.md), in ``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>``. Finished runs are reused and interrupted ones
 restarted (``+extra.skip_if_done=true overwrite=true``), so running the same command
 again resumes a comparison. Plain overrides are recorded in ``compare.json`` of the sweep
 folder; a later call with different ones is refused, since the runs it would reuse were

@@ -126,4 +126,8 @@ def run_all(specs: list[RunSpec], title: str, jobs: int, launcher: str = "", hyd
         else:
             run_pool(specs, jobs, failed, title)
         failed.update(s.run_dir for s in specs if not finished(s.run_dir))
-    return [s.run_dir for s in specs if s.run_dir in failed]
+    lost = [s.run_dir for s in specs if s.run_dir in failed]
+    if lost and (launcher or is_terminal()):  # their output is in files, not above
+        where = "<sweep folder>/.submitit/<job id>/" if launcher else "<run folder>/stdout.log"
+        print(f"[critic-free-rl] {title}: output of the failed runs: {where}", flush=True)
+    return lost
