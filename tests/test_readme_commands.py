@@ -95,16 +95,20 @@ def test_train_resume(plain_run, env):
 
 @pytest.mark.skipif(not (SHARED_DATA / "math500").is_dir(), reason="../shared/data not present")
 def test_evaluate_three_datasets(plain_run, root, env):
-    """As in the README (run from the repository root, `eval.data_root=../shared/data`):
-    every dataset reports an accuracy and how many of its prompts were skipped for length."""
+    """As in the README (run from the repository root, `eval.data_root=../shared/data`, the
+    default `eval.max_new_tokens`): every dataset reports an accuracy and how many of its
+    prompts were skipped for length; the first 6 rows of gsm8k and of math500 each hold a
+    prompt too long for the policy's 512 positions (the README's stack trace before)."""
     out = root / "eval"
     res = _ok("evaluate", f"eval.run={plain_run}", "eval.datasets=[embedded,gsm8k,math500]", "eval.data_root=../shared/data",
-              "eval.max_examples=4", "eval.num_samples=0", "eval.max_new_tokens=16", f"run_dir={out}", env=env)
+              "eval.max_examples=6", "eval.num_samples=0", f"run_dir={out}", env=env)
     got = json.loads((out / "eval.json").read_text())["datasets"]
     assert set(got) == {"embedded", "gsm8k", "math500"}
     for name, d in got.items():
-        assert d["n"] + d["skipped_for_length"] == 4 and f"{name}: " in res.stdout
+        assert d["n"] + d["skipped_for_length"] == 6 and f"{name}: " in res.stdout
         assert d["n"] == 0 or 0.0 <= d["greedy_accuracy"] <= 1.0
+    assert got["embedded"]["skipped_for_length"] == 0
+    assert got["gsm8k"]["skipped_for_length"] >= 1 and got["math500"]["skipped_for_length"] >= 1
 
 
 def test_score(root, prm, env):
