@@ -32,3 +32,33 @@ def test_every_prompt_too_long_is_reported_not_a_crash(tiny_model_dir, tmp_path)
         got = report["datasets"][name]
         assert (got["n"], got["skipped_for_length"], got["greedy_accuracy"]) == (0, 3, None)
         assert f"{name}: all 3 prompts skipped" in res.stdout
+
+
+def test_chunked_evaluation_equals_one_call(tiny_model_dir, monkeypatch):
+    """Greedy evaluation of 7 problems in chunks of 3 (3+3+1, the progress granularity)
+    gives the accuracy, count and mean length of one call over all 7: catches chunks merged
+    without weighting by their size, or a chunk dropped."""
+    from types import SimpleNamespace
+
+    from critic_free_rl.cli import evaluate as cmd
+    from critic_free_rl.data.datasets import Example
+    from critic_free_rl.evaluation import evaluate
+    from critic_free_rl.rewards.success import SuccessVerifier
+    from critic_free_rl.rollout import make_engine
+
+    exs = [Example(uid=f"test-{i}", question=f"What is {i} + {i}?", prompt=f"What is {i} + {i}?\n", reference=str(2 * i))
+           for i in range(7)]
+    e = SimpleNamespace(max_new_tokens=6, num_samples=0, temperature=0.7)
+    engine = make_engine("hf", str(tiny_model_dir), dtype="float32", seed=0)
+    monkeypatch.setattr(cmd, "CHUNK", 3)
+    done: list[int] = []
+    try:
+        with SuccessVerifier(3.0, 1) as verifier:
+            whole = evaluate(engine, verifier, exs, e.max_new_tokens)
+            chunked = cmd.evaluate_in_chunks(engine, verifier, exs, e, done.append)
+    finally:
+        engine.close()
+    assert done == [3, 6, 7]
+    assert (chunked.num_examples, chunked.sampling_accuracy) == (7, None)
+    assert chunked.greedy_accuracy == pytest.approx(whole.greedy_accuracy)
+    assert chunked.mean_response_chars == pytest.approx(whole.mean_response_chars)
