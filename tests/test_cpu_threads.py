@@ -41,7 +41,7 @@ def test_compare_job_budget_is_divided_among_its_ranks_once(two_cores, monkeypat
     """compare -> train -> ranks: the budget compare gives a job (OMP_NUM_THREADS) is divided
     among the job's ranks by the command, and kept whole inside a launched rank (a second
     division would starve it; none would oversubscribe)."""
-    from critic_free_rl.cli.compare import job_env
+    from critic_free_rl.cli.launching import job_env
 
     assert job_env(2)[THREADS_VAR] == "1"  # 2 jobs on 2 cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))

@@ -10,20 +10,19 @@ Every arm's config is composed and validated before the first run starts. A plai
 override applies to every run (``rollout.group_size=16``). Without a grid file every run
 trains 50 steps unless the command says otherwise (:data:`~critic_free_rl.cli.grid.DEFAULT_SETTINGS`).
 
-Each run trains in a process of its own (``critic-free-rl train``; ``compare.jobs`` at once) in
-``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>[-<key>_<value>...]``. Finished runs are
-reused and interrupted ones restarted (``+extra.skip_if_done=true overwrite=true``), so running
-the same command again resumes a comparison. Plain overrides are recorded in ``compare.json``
-of the sweep folder; a later call with different ones is refused, since the runs it would
-reuse were trained differently. Finally ``<reports>/<name>/`` is written from every finished
-run of the sweep folder (other seed blocks included, also ones copied in from other machines).
+Each run trains in a process of its own (``critic-free-rl train``; ``compare.jobs`` at once), or
+as a job of a Hydra launcher (``compare.launcher=submitit_slurm``: :mod:`critic_free_rl.cli.launching`,
+docs/scale_out.md), in ``<runs>/compare-<name>/<algorithm>-<reward>-s<seed>[-<key>_<value>...]``.
+Finished runs are reused, interrupted ones continue from their last checkpoint (or restart
+without one), so running the same command again resumes a comparison. Plain overrides are
+recorded in ``compare.json`` of the sweep folder; a later call with different ones is refused,
+since the runs it would reuse were trained differently. Finally ``<reports>/<name>/`` is
+written from every finished run of the sweep folder (other seed blocks included, also ones
+copied in from other machines).
 """
 from __future__ import annotations
 
 import json
-import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
@@ -49,6 +48,10 @@ class CompareOptions:
     grid: Optional[str] = None
     #: seed blocks to run (None: the grid file's seeds, or the sweep's trainer.seed axis)
     seeds: Optional[list[int]] = None
+    #: a Hydra launcher (``hydra/launcher`` option: ``submitit_slurm``, ``submitit_local``)
+    #: that runs the grid, one job per run, configured by ``hydra.launcher.*`` overrides
+    #: (docs/scale_out.md); empty: the built-in pool of ``jobs`` processes on this machine
+    launcher: str = ""
 
 
 def split_args(args: list[str]) -> tuple[CompareOptions, list[str]]:
@@ -110,53 +113,24 @@ def parallel_jobs(requested: int) -> int:
     return 1 if torch.cuda.is_available() else available_cores()
 
 
-def job_env(jobs: int) -> dict[str, str]:
-    """Environment of each of ``jobs`` runs trained at once: its share of the cores in
-    ``OMP_NUM_THREADS`` (the run divides it further among its ranks)."""
-    from critic_free_rl.config.environment import THREADS_VAR, process_cpu_threads
-
-    return {**os.environ, THREADS_VAR: str(process_cpu_threads(jobs))}
-
-
-def run_job(job: Job, fixed: list[str], env: dict[str, str]) -> bool:
-    """Train (or reuse) one run in a fresh process with environment ``env``; True when it finished."""
-    run_dir = str(job.run_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
-    from critic_free_rl.checkpointing import latest_checkpoint
-    from critic_free_rl.shutdown import run_in_group
-
-    cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", *fixed, *job.overrides, f"run_dir='{run_dir}'", *RESUME_OVERRIDES]
-    if latest_checkpoint(job.run_dir) is not None and not (job.run_dir / "summary.json").is_file():  # interrupted: continue it
-        cmd = [sys.executable, "-m", "critic_free_rl.cli", "train", f"resume='{run_dir}'"]
-    return run_in_group(cmd, env=env) == 0 and (job.run_dir / "summary.json").is_file()
-
-
 def run(args: list[str]) -> None:
     """Command-line entry of ``critic-free-rl compare`` (see the module docstring)."""
     from critic_free_rl.report.report import write_report
 
-    from critic_free_rl.shutdown import EXIT_INTERRUPTED, forward_signals, stop_was_forwarded
+    from critic_free_rl.cli.launching import RunSpec, run_all
+    from critic_free_rl.shutdown import EXIT_INTERRUPTED, stop_was_forwarded
 
-    opts, overrides = split_args(args)
+    opts, args = split_args(args)
+    # how the runs are dispatched is no part of what they train (nor of compare.json)
+    hydra_args = [a for a in args if a.startswith(("hydra.", "hydra/"))]
+    overrides = [a for a in args if a not in hydra_args]
     sweep_dir = Path(opts.runs) / f"compare-{opts.name}"
     fixed, record, jobs = plan(opts, overrides, sweep_dir)
     check_fixed_overrides(sweep_dir, record)
-
-    workers = parallel_jobs(opts.jobs)
-    env = job_env(min(workers, len(jobs)) or 1)
-
-    def one(i: int, job: Job) -> bool:
-        if stop_was_forwarded():  # stopping: start no further run
-            return False
-        # one write per line: the pool's threads print at the same time
-        sys.stdout.write(f"[critic-free-rl] compare {opts.name}: run {i}/{len(jobs)}: {' '.join(job.overrides)}\n")
-        sys.stdout.flush()
-        return run_job(job, fixed, env)
-
-    with forward_signals(), ThreadPoolExecutor(max_workers=workers) as pool:
-        done = list(pool.map(one, range(1, len(jobs) + 1), jobs))
+    specs = [RunSpec(j.run_dir, (*fixed, *j.overrides, *RESUME_OVERRIDES)) for j in jobs]
+    failed = run_all(specs, f"compare {opts.name}", parallel_jobs(opts.jobs), opts.launcher, hydra_args)
     if stop_was_forwarded():
         raise SystemExit(EXIT_INTERRUPTED)
-    failed = [j for j, ok in zip(jobs, done) if not ok]
     # every finished run of the folder: the report covers the seed blocks run before (or copied in)
     finished = sorted(p.parent for p in sweep_dir.glob("*/summary.json"))
     if finished:
@@ -164,5 +138,5 @@ def run(args: list[str]) -> None:
         print(f"[critic-free-rl] compare {opts.name}: {len(jobs) - len(failed)}/{len(jobs)} runs of this call finished, "
               f"{len(finished)} in {sweep_dir}; report: {report}", flush=True)
     if failed:
-        raise SystemExit(f"critic-free-rl compare: {len(failed)} run(s) failed ({', '.join(str(j.run_dir) for j in failed)}); "
+        raise SystemExit(f"critic-free-rl compare: {len(failed)} run(s) failed ({', '.join(str(d) for d in failed)}); "
                          "run the same command again to retry them (finished runs are reused)")

@@ -109,16 +109,25 @@ def _resume_task(cfg) -> bool:
     return not tc.trainer.node_rank
 
 
+def _jobs_share_process() -> bool:
+    """Whether the multirun's launcher runs its jobs one after another in this process
+    (Hydra's basic launcher); a launcher plugin such as submitit gives each job a process."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().launcher.get("_target_", "").endswith(".BasicLauncher")
+
+
 def _run_or_launch(tc, run_dir: Path) -> None:
     """Train in this process, or in fresh processes: through DeepSpeed's launcher for
-    several ranks, and one process per job in a ``-m`` multirun (vLLM and DeepSpeed keep
-    process-global state that a second job in the same process would collide with)."""
+    several ranks, and one process per job in a ``-m`` multirun whose jobs share this
+    process (vLLM and DeepSpeed keep process-global state that a second job in the same
+    process would collide with); ``hydra/launcher=submitit_*`` jobs train in their own."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if uses_launcher(tc.trainer) and "LOCAL_RANK" not in os.environ:
         launch_ranks(run_dir, tc.trainer)
-    elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and _jobs_share_process():
         with forward_signals():
             rc = run_in_group([sys.executable, "-m", "critic_free_rl.cli.launch", str(run_dir)], env=os.environ.copy())
         if rc:
