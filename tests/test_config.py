@@ -61,15 +61,22 @@ def test_cross_field_errors_list_the_fix(overrides: list[str], expected: str) ->
 
 
 def test_partial_run_is_protected_and_overwrite_replaces_it(tmp_path: Path) -> None:
-    """A run that crashed mid-way (TensorBoard events and metrics, no summary) or left only a
-    checkpoint is refused; ``overwrite=true`` clears its logs and writes the new config."""
+    """A run that crashed mid-way (its config, TensorBoard events and metrics, no summary) or
+    left only a checkpoint is refused; ``overwrite=true`` clears its logs and writes the new
+    config, but never empties a folder that holds no config.yaml of a run of this project."""
+    from omegaconf import OmegaConf
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "events.out.tfevents.1.host").write_bytes(b"partial")
     (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(FileExistsError, match="no config.yaml of a critic-free-rl run"):
+        prepare_run_dir(run, to_train_config(compose_train(f"run_dir={run}", "overwrite=true")))
+    assert (run / "events.out.tfevents.1.host").read_bytes() == b"partial" and (run / "metrics.jsonl").is_file()
+    OmegaConf.save(OmegaConf.structured(to_train_config(compose_train(f"run_dir={run}"))), run / "config.yaml")
     with pytest.raises(FileExistsError, match="already holds a run; pass overwrite=true"):
         prepare_run_dir(run, to_train_config(compose_train(f"run_dir={run}")))
-    assert (run / "events.out.tfevents.1.host").read_bytes() == b"partial" and not (run / "config.yaml").exists()
+    assert (run / "events.out.tfevents.1.host").read_bytes() == b"partial"
 
     only_ckpt = tmp_path / "ckpt"
     (only_ckpt / "final").mkdir(parents=True)

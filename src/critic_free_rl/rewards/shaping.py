@@ -72,7 +72,11 @@ def validate_reward(r: RewardConfig) -> None:
     if "temperature" in needs and r.min_temperature is not None and not r.min_temperature > 0:
         raise ConfigError(f"reward.min_temperature={r.min_temperature} must be > 0, or null for the exact min")
     if not r.prm:
-        raise ConfigError(f"reward.name={r.name!r} needs a PRM: set reward.prm (a hub name, a path, or 'embedded')")
+        raise ConfigError(f"reward.name={r.name!r} needs a PRM: set reward.prm (a hub name, a path, 'embedded' or 'exact')")
+    if r.prm == "exact":  # the oracle judges steps by the task's rule: no model, no prompt-only score
+        if "prompt_score" in needs:
+            raise ConfigError(f"reward.name={r.name!r} needs the PRM's score of the prompt alone; reward.prm=exact has none")
+        return
     _choice("reward.prm_kind", r.prm_kind, {"token_cls", "tag_lm"})
     if r.prm_kind == "token_cls" and not r.prm_separator:
         raise ConfigError("reward.prm_kind=token_cls needs reward.prm_separator (the token the PRM is read at)")
