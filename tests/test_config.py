@@ -1,6 +1,7 @@
 """Bad configuration fails at start-up, before any model loads, naming the key."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,31 @@ def test_bad_override_fails_fast_naming_the_key(override, expected, tmp_path):
     assert res.returncode != 0
     assert expected in res.stdout + res.stderr
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("algorithm.num_minibatches=0", "algorithm.num_minibatches=0 must be at least 1"),
+        ("trainer.num_ranks=0", "trainer.num_ranks=0 must be at least 1"),
+        ("algorithm.ppo_epochs=0", "algorithm.ppo_epochs=0 must be at least 1"),
+        ("rollout.max_new_tokens=0", "rollout.max_new_tokens=0 must be at least 1"),
+        ("rollout.temperature=-0.5", "rollout.temperature=-0.5 must be >= 0"),
+        ("rollout.top_p=0", "rollout.top_p=0.0 must be in (0, 1]"),
+        ("rollout.top_p=1.5", "rollout.top_p=1.5 must be in (0, 1]"),
+        ("reward.step_split=words", "reward.step_split='words' is not valid"),
+        ("reward.max_steps=0", "reward.max_steps=0 must be at least 1"),
+        ("reward.verify_timeout_s=0", "reward.verify_timeout_s=0.0 must be > 0"),
+        ("reward.verify_workers=0", "reward.verify_workers=0 must be at least 1"),
+        ("reward=pr_clip reward.shaping=delta", "reward.name='pr_clip' needs reward.shaping='clip'"),
+    ],
+)
+def test_every_range_is_checked_before_anything_loads(override, expected):
+    """Catches keys that used to divide by zero (num_minibatches, num_ranks), train nothing
+    (ppo_epochs=0) or fail only after the vLLM engine was built (step_split, max_steps, the
+    answer check's budget and workers, a shaping that does not match the reward)."""
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        to_train_config(compose_train(*override.split()))
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path):

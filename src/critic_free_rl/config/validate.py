@@ -52,6 +52,33 @@ def _validate_estimator(a: AlgorithmConfig, group_size: int) -> None:
         raise ConfigError(f"algorithm.use_critic={str(a.use_critic).lower()}: estimator {a.estimator!r} {need}")
 
 
+def _validate_ranges(cfg: TrainConfig) -> None:
+    """Numeric keys that would otherwise divide by zero, train nothing, or fail only once the
+    engines are built; each error names the key and its valid range."""
+    from critic_free_rl.rewards.steps import SPLITTERS
+
+    a, r, ro, t, e = cfg.algorithm, cfg.reward, cfg.rollout, cfg.trainer, cfg.eval
+    at_least_one = {"algorithm.ppo_epochs": a.ppo_epochs, "algorithm.num_minibatches": a.num_minibatches,
+                    "trainer.num_ranks": t.num_ranks, "rollout.max_new_tokens": ro.max_new_tokens,
+                    "eval.max_new_tokens": e.max_new_tokens, "reward.max_steps": r.max_steps,
+                    "reward.verify_workers": r.verify_workers}
+    for key, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1")
+    if not r.verify_timeout_s > 0:
+        raise ConfigError(f"reward.verify_timeout_s={r.verify_timeout_s} must be > 0 (CPU seconds per answer check)")
+    for key, value in (("rollout.temperature", ro.temperature), ("eval.temperature", e.temperature)):
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0 (0: greedy)")
+    if not 0.0 < ro.top_p <= 1.0:
+        raise ConfigError(f"rollout.top_p={ro.top_p} must be in (0, 1]")
+    if e.num_samples < 0:
+        raise ConfigError(f"eval.num_samples={e.num_samples} must be >= 0 (0: greedy accuracy only)")
+    _choice("reward.step_split", r.step_split, set(SPLITTERS))
+    if r.step_split == "tag" and not r.step_tag:
+        raise ConfigError("reward.step_split=tag needs reward.step_tag (the text that ends a step)")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks of a composed config; raises :class:`ConfigError` on the first problem.
 
@@ -61,6 +88,7 @@ def validate(cfg: TrainConfig) -> None:
 
     import_plugins(cfg.plugins)
     a, r, ro, t = cfg.algorithm, cfg.reward, cfg.rollout, cfg.trainer
+    _validate_ranges(cfg)
     _validate_estimator(a, ro.group_size)
     _choice("algorithm.loss_agg", a.loss_agg, set(LOSS_AGG_MODES))
     _choice("algorithm.kl_in", a.kl_in, set(KL_PLACEMENTS))
