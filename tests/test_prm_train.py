@@ -16,7 +16,8 @@ from critic_free_rl.data.arithmetic_steps import (FIRST_ERROR_KINDS, LabelledSol
                                                   label_steps, labelled_solutions, parse_problem, prefix_labels)
 from critic_free_rl.models import prm_train
 from critic_free_rl.models.prm_eval import auc, first_error_auc
-from critic_free_rl.models.prm_train import embedded_prm, train_prm
+from critic_free_rl.models.prm_train import POLICY, embedded_prm, prm_settings, train_prm
+from critic_free_rl.models.step_verifier import StepVerifierForTokenClassification, step_verifier_from
 from critic_free_rl.models.reward_models import resolve_prm_path
 from critic_free_rl.models.tiny import build_tiny_model
 from critic_free_rl.rewards.prm import ExactStepJudge, ProcessRewardModel
@@ -151,12 +152,55 @@ def test_training_reads_labels_at_the_separators(tmp_path: Path, label: bool) ->
     prompts = [row["question"] + "\n" for row in generate_split(40, 11, ArithmeticSpec(max_operand=9))]
     data = [LabelledSolution(d.prompt, d.steps, [label] * len(d.steps), ["x"] * len(d.steps))
             for d in labelled_solutions(prompts, 1, seed=0)]
-    init = build_tiny_model(tmp_path / "init", token_classification=True, extra_tokens=[SEP], **TINY_ARCH)
-    out = train_prm(init, tmp_path / "model", data, steps=25, batch_size=8, lr=1e-2, device="cpu", log_every=0)
+    lm = build_tiny_model(tmp_path / "lm", **TINY_ARCH)
+    init = step_verifier_from(str(lm), str(tmp_path / "init"), SEP)
+    out = train_prm(init, tmp_path / "model", data, steps=40, batch_size=8, lr=0.1, device="cpu", log_every=0)
     scores = ProcessRewardModel(str(out), "token_cls", SEP, device="cpu").score(
         [d.prompt for d in data[:5]], [d.steps for d in data[:5]])
     flat = [x for s in scores for x in s]
     assert flat and all((x > 0.8) if label else (x < 0.2) for x in flat)
+
+
+def test_step_verifier_reads_the_lm_likelihood_of_each_line(tmp_path: Path) -> None:
+    """The verifier started from a causal LM keeps its weights (SEP embedded as the newline
+    it stands for) and its line feature is the LM's log-likelihood of the line so far,
+    restarting after each newline / SEP. Catches a feature shifted by one token, a line
+    that does not restart, or a SEP that the LM reads as a random token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm_dir = build_tiny_model(tmp_path / "lm", seed=3, **TINY_ARCH)
+    verifier = StepVerifierForTokenClassification.from_pretrained(step_verifier_from(str(lm_dir), str(tmp_path / "v"), SEP))
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "v")
+    text = ["What is 17 + 5?\n", "17 + 5 = 22", SEP, "\\boxed{22}", SEP]
+    ids = torch.tensor([[i for piece in text for i in tok(piece, add_special_tokens=False)["input_ids"]]])
+    newline = tok("\n", add_special_tokens=False)["input_ids"][0]
+    assert verifier.config.newline_id == newline
+    plain = torch.where(ids == tok.convert_tokens_to_ids(SEP), newline, ids)
+    with torch.no_grad():
+        logp = lm(input_ids=plain).logits[0].log_softmax(-1)
+        lp = [0.0] + [float(logp[t - 1, plain[0, t]]) for t in range(1, plain.shape[1])]
+        hidden = verifier.model(input_ids=ids).last_hidden_state
+        feats = verifier.line_features(ids, hidden, None)[0]
+    ends = [t for t in range(plain.shape[1]) if plain[0, t] == newline]
+    starts = [0] + [e + 1 for e in ends[:-1]]
+    for a, b in zip(starts, ends):
+        assert float(feats[b, 0]) == pytest.approx(sum(lp[a:b + 1]), abs=1e-4)
+        assert float(feats[(a + b) // 2, 0]) == pytest.approx(sum(lp[a:(a + b) // 2 + 1]), abs=1e-4)
+
+
+def test_default_prm_starts_from_the_default_embedded_policy() -> None:
+    """Catches POLICY drifting from configs/model/tiny.yaml (the PRM would build, and
+    cache, a second policy), and an arch override that is silently ignored."""
+    import yaml
+
+    tiny = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    assert POLICY["arch"] == tiny["arch"] and POLICY["warmstart"] == tiny["warmstart"]
+    assert prm_settings(_data())["policy"] == POLICY and prm_settings(_data())["train"]["init"] == "policy"
+    assert prm_settings(_data(), SEP, TINY_ARCH)["train"]["init"] == "scratch"
+    with pytest.raises(ValueError, match="init"):
+        embedded_prm(_data(), SEP, TINY_ARCH, {**TINY_TRAIN, "init": "hub"}, device="cpu", log=lambda _: None)
 
 
 def test_embedded_prm_trains_caches_and_scores_through_process_reward_model(cache_dir: Path,

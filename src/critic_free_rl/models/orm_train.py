@@ -37,7 +37,7 @@ def train_orm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
     docstring) and ``save_pretrained`` it with its tokenizer to ``out_dir``."""
     import torch
     import torch.nn.functional as F
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer, Qwen2ForSequenceClassification
 
     from critic_free_rl.models.warmstart import CosineAdamW
     from critic_free_rl.rewards.hf_scoring import encode_prompts, resolve_device
@@ -45,8 +45,9 @@ def train_orm(init_dir: str | Path, out_dir: str | Path, data: list[LabelledSolu
     dev = resolve_device(device)
     tok = AutoTokenizer.from_pretrained(init_dir)
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, ignore_mismatched_sizes=True,
-                                                               dtype=torch.float32).to(dev)
+    # the PRM's backbone read as a plain Qwen2 (its verifier head is left out), so the ORM loads anywhere
+    model = Qwen2ForSequenceClassification.from_pretrained(init_dir, num_labels=1, ignore_mismatched_sizes=True,
+                                                           dtype=torch.float32).to(dev)
     model.config.pad_token_id = tok.pad_token_id
     completions = tok(["\n".join(d.steps) for d in data], add_special_tokens=False)["input_ids"]
     seqs = [p + c for p, c in zip(encode_prompts(tok, [d.prompt for d in data]), completions)]

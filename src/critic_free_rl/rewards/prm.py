@@ -34,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, 
 
 from critic_free_rl.config.schema import RewardConfig
 from critic_free_rl.data.arithmetic_steps import label_steps
+from critic_free_rl.models import step_verifier  # noqa: F401  (registers the embedded PRM's model class)
 from critic_free_rl.rewards.hf_scoring import (encode_prompts, fit_prompt_response, load_model, output_logits, pad_token_id,
                                                padded_batches, resolve_device, single_token_id, usable_length)
 
