@@ -75,6 +75,15 @@ class StepProgress:
             self.bar.close()
 
 
+def terminal_bar(total: int, desc: str, unit: str = "step"):
+    """A tqdm bar of ``total`` units on a terminal, else None (the caller logs plain lines)."""
+    if not interactive():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
 def eval_progress(desc: str) -> Optional[Callable[[int, int], None]]:
     """A ``(done, total)`` callback drawing a tqdm bar of problems done, on a terminal only."""
     if not interactive():
