@@ -195,7 +195,11 @@ def run_size(size: str, args, log_root: Path) -> dict[str, WorkerResult]:
     """Start every worker of ``size``, interleave their steps, return their results."""
     from bench.models import build_model, num_params
 
-    dtype = "bfloat16" if args.gpu else "float32"
+    dtype = args.dtype or ("bfloat16" if args.gpu else "float32")
+    if dtype == "auto":  # the same resolution as model.dtype=auto (native bf16 CPU or bf16 GPU)
+        from critic_free_rl.config.environment import resolve_dtype
+
+        dtype = resolve_dtype("auto")
     arch = None
     model_size = size
     if args.gpu:
@@ -334,6 +338,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0: default)")
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for ours (repeatable)")
     ap.add_argument("--gpu", action="store_true", help="GPU mode: bf16, random model with the 1.5B preset's architecture")
+    ap.add_argument("--dtype", default="", choices=["", "float32", "bfloat16", "auto"],
+                    help="every trainer's dtype (default: bfloat16 in GPU mode, float32 on CPU; auto: bf16 where native)")
     ap.add_argument("--gpu-arch", default="preset", choices=["preset", "tiny", "mid"], help="GPU mode's architecture (tiny: test the code path on CPU)")
     ap.add_argument("--sequential", action="store_true", default=None,
                     help="run the trainers one after another instead of resident together and interleaved "

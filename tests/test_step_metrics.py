@@ -72,8 +72,8 @@ def test_reward_mean_includes_the_kl_penalty_in_the_reward(paper_batch):
     g = torch.Generator().manual_seed(0)
     old, ref = torch.randn(mask.shape, generator=g), torch.randn(mask.shape, generator=g)
     rewards, kl = add_kl_penalty(scored.token_rewards, old, ref, mask, coef=0.1)
-    penalty = -0.1 * kl  # what the trainer adds to each sample's return
-    assert torch.allclose(penalty, (-0.1 * (old - ref) * mask).sum(1), atol=1e-6)
-    m = _metrics(reward, scored, mask, penalty, torch.zeros(4, dtype=torch.bool))
+    assert torch.allclose(kl, ((old - ref) * mask).sum(1), atol=1e-6)  # summed k1; the return pays -coef * kl
+    kl_return = -0.1 * kl
+    m = _metrics(reward, scored, mask, kl_return, torch.zeros(4, dtype=torch.bool))
     assert m["reward/mean"] == pytest.approx(float(rewards.sum(1).mean()), abs=1e-5)
-    assert m["reward/kl_mean"] == pytest.approx(float(penalty.mean()), abs=1e-6) and float(penalty.abs().sum()) > 0
+    assert m["reward/kl_mean"] == pytest.approx(float(kl_return.mean()), abs=1e-6) and float(kl.abs().sum()) > 0

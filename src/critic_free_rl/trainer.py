@@ -29,10 +29,13 @@ from critic_free_rl.config.schema import TrainConfig
 from critic_free_rl.data.chat import apply_chat_template
 from critic_free_rl.data.datasets import Example, load_split
 from critic_free_rl.data.order import step_batch
-from critic_free_rl.evaluation import calibrate_clip_eta, evaluate, final_split_eval
+from critic_free_rl.evaluation import EvalResult, calibrate_clip_eta, evaluate, final_split_eval
+from critic_free_rl.logging.progress import StepProgress, eval_progress, process_start_time
 from critic_free_rl.logging.provenance import provenance
 from critic_free_rl.logging.step_metrics import step_metrics
+from critic_free_rl.logging.study_stats import logprob_gap
 from critic_free_rl.logging.tracker import PhaseTimer, Tracker
+from critic_free_rl.models import eval_cache
 from critic_free_rl.models.loading import resolve_model_path
 from critic_free_rl.rewards.pipeline import RewardPipeline
 from critic_free_rl.models.reward_models import resolve_orm_path, resolve_prm_path
@@ -52,6 +55,8 @@ class RunState:
     initial_heldout_accuracy: Optional[float] = None
     final_heldout_accuracy: Optional[float] = None
     clip_eta: Optional[float] = None
+    #: process start to the first step, evaluation of step 0, end of the last step to summary
+    timing: dict[str, Optional[float]] = field(default_factory=dict)
 
 
 
@@ -119,7 +124,7 @@ class Trainer:
         examples = self.step_prompts(step)
         seed = r.seed * 1_000_003 + step * self.world.size + self.world.rank
         spec = SamplingSpec(n=r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                            ignore_eos=r.ignore_eos, seed=seed, logprobs=self._old_from_engine())
+                            ignore_eos=r.ignore_eos, seed=seed, logprobs=self._engine_logprobs_exact())
         groups = self.engine.generate([e.prompt for e in examples], spec)
         prompt_ids = [self.tokenizer(e.prompt, add_special_tokens=False)["input_ids"] for e in examples]
         return flatten_groups(examples, groups, prompt_ids)
@@ -130,20 +135,31 @@ class Trainer:
         a = self.cfg.algorithm
         return a.ppo_epochs > 1 or a.num_minibatches > 1 or a.kl_in == "reward"
 
-    def _old_from_engine(self) -> bool:
-        """Whether the rollout engine's sampling log-probs serve as old log-probs (exact at
-        temperature 1 and top_p 1, where they are the raw model log-probs)."""
+    def _engine_logprobs_exact(self) -> bool:
+        """Whether the engine returns its sampling log-probs for the old log-probs: asked for
+        (``rollout.use_engine_logprobs``), needed, and the raw model's (temperature 1, top_p 1)."""
         r = self.cfg.rollout
         return self._needs_old_logprobs() and r.use_engine_logprobs and r.temperature == 1.0 and r.top_p == 1.0
 
-    def _old_logprobs(self, batch: RolloutBatch, packed) -> torch.Tensor:
-        """[B, T] behaviour-policy log-probs: the engine's own when they are exact, else a forward pass."""
-        if self._old_from_engine() and batch.sample_logprobs is not None:
-            out = torch.zeros(packed.response_mask.shape)
+    def _old_from_engine(self) -> bool:
+        """Whether the engine's log-probs serve as old log-probs: only where engine and learner
+        compute alike (float32 on CPU). In bf16 / fp16 or on a GPU kernels differ (TRL measured
+        7.5% of bf16 ratios outside [0.9, 1.1]): the learner recomputes them."""
+        same_numerics = self.cfg.model.dtype == "float32" and self.world.device.type == "cpu"
+        return self._engine_logprobs_exact() and same_numerics
+
+    def _old_logprobs(self, batch: RolloutBatch, packed) -> tuple[torch.Tensor, dict[str, float]]:
+        """[B, T] behaviour-policy log-probs (the engine's own when :meth:`_old_from_engine`, else a
+        forward pass) and, when both exist, the engine-vs-learner gap (``logprob/engine_gap_*``)."""
+        engine = None
+        if batch.sample_logprobs is not None:
+            engine = torch.zeros(packed.response_mask.shape)
             for i, lp in enumerate(batch.sample_logprobs):
-                out[i, : len(lp)] = torch.tensor(lp)
-            return out
-        return self.learner.logprobs(packed, "policy")
+                engine[i, : len(lp)] = torch.tensor(lp)
+            if self._old_from_engine():
+                return engine, {}
+        old = self.learner.logprobs(packed, "policy")
+        return old, ({} if engine is None else logprob_gap(engine, old, packed.response_mask))
 
     def train_step(self, step: int) -> dict[str, float]:
         """One RL step (module docstring), each phase timed; returns the step's scalars."""
@@ -159,7 +175,7 @@ class Trainer:
         with T.phase("ref_logprobs"):
             ref_logp = self.learner.logprobs(packed, "ref") if a.kl_coef > 0 and a.kl_in != "none" else None
         with T.phase("old_logprobs"):
-            old_logp = self._old_logprobs(batch, packed) if self._needs_old_logprobs() else None
+            old_logp, gap = self._old_logprobs(batch, packed) if self._needs_old_logprobs() else (None, {})
         with T.phase("values"):
             values = self.learner.values(packed) if self.learner.critic is not None else None
         token_rewards, kl_return = scored.token_rewards, torch.zeros(len(batch))
@@ -182,7 +198,9 @@ class Trainer:
         return step_metrics(success=scored.success, dense_return=scored.dense_return, kl_return=kl_return,
                             success_coef=self.cfg.reward.success_coef, flat=flat, response_mask=mask,
                             finished=batch.finished, reward_metrics=scored.metrics, update=upd,
-                            lr=self.learner.lr, times=T.pop_step(), world_size=self.world.size)
+                            lr=self.learner.lr, times=T.pop_step(), world_size=self.world.size,
+                            advantages=adv.advantages, token_returns=adv.returns, values=values, loss_mask=loss_mask,
+                            extra=gap)
 
     def _outcome(self, scored) -> torch.Tensor:
         """[B] the sequence-level terms on the last token: the weighted success and the ORM's score."""
@@ -209,7 +227,10 @@ class Trainer:
         return upd
 
     def _log_samples(self, step: int, batch: RolloutBatch, scored) -> None:
-        """A few completions with their rewards as text, at evaluation steps."""
+        """The PRM's step scores as a histogram every step; a few completions with their rewards
+        as text, at evaluation steps."""
+        if scored.prm_scores:
+            self.tracker.histogram("reward/prm_step_scores", [x for row in scored.prm_scores for x in row], step + 1)
         n, coef = self.cfg.trainer.log_completions, self.cfg.reward.success_coef
         if not n or step % max(1, self.cfg.trainer.eval_every):
             return
@@ -220,21 +241,40 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def run_eval(self, step: int) -> float:
         e = self.cfg.eval
+        cached = self._initial_eval_entry() if step == 0 else None
+        fields = eval_cache.load(cached) if cached else None
+        reused = not any_rank(fields is None)  # every rank reuses, or every rank evaluates
         with self.timer.phase("eval"):
-            res = evaluate(self.engine, self.rewards.verifier, self.test_examples, e.max_new_tokens, e.num_samples,
-                           e.temperature, self.world.rank, self.world.size)
+            if reused:
+                res = EvalResult(**{**fields, "samples": [tuple(s) for s in fields["samples"]]})
+            else:
+                res = evaluate(self.engine, self.rewards.verifier, self.test_examples, e.max_new_tokens, e.num_samples,
+                               e.temperature, self.world.rank, self.world.size,
+                               progress=eval_progress(f"eval step {step}") if self.world.is_main else None)
+        if cached and not reused and self.world.is_main:
+            eval_cache.store(cached, res.__dict__)
         self.tracker.scalars(res.metrics("eval"), step)
         samples = (f"{'OK' if c else 'WRONG'} (ref {r})\n```\n{p}{t}\n```" for p, t, r, c in res.samples)
         self.tracker.text("samples/eval", "\n\n".join(samples), step)
-        self.state.evals.append({"step": step, **res.metrics("eval")})
-        log.info("step %d eval greedy_accuracy=%.3f sampling_accuracy=%s (n=%d)", step, res.greedy_accuracy,
-                 res.sampling_accuracy, res.num_examples)
+        self.state.evals.append({"step": step, **res.metrics("eval"), **({"reused": True} if reused else {})})
+        log.info("step %d eval greedy_accuracy=%.3f sampling_accuracy=%s (n=%d)%s", step, res.greedy_accuracy,
+                 res.sampling_accuracy, res.num_examples, f" reused from {cached}" if reused else "")
         return res.greedy_accuracy
 
     def _final_split_eval(self, when: str) -> Optional[float]:
         out = self.run_dir / f"{when}_outcomes.jsonl"
         return final_split_eval(self.cfg, self.engine, self.rewards.verifier, self.tokenizer, self.world.rank,
                                 self.world.size, out)
+
+    def _initial_eval_entry(self) -> Optional[Path]:
+        """The step-0 evaluation's cache entry (:mod:`~critic_free_rl.models.eval_cache`), or
+        None when ``trainer.reuse_initial_eval`` is off."""
+        if not self.cfg.trainer.reuse_initial_eval:
+            return None
+        c = self.cfg
+        settings = {"eval": dataclasses.asdict(c.eval), "engine": c.rollout.engine, "dtype": c.model.dtype,
+                    "seed": c.rollout.seed, "ranks": self.world.size, "max_model_len": self._max_model_len()}
+        return eval_cache.entry(self.model_path, self.test_examples, settings)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -247,28 +287,34 @@ class Trainer:
                                                      self.world.rank, self.world.size)
         if self.state.clip_eta is not None:
             self.rewards.cfg.clip_eta = self.state.clip_eta
+        timing = self.state.timing
+        t_eval = time.time()
         if t.eval_at_start and not resumed:
             self.state.initial_accuracy = self.run_eval(0)
             self.state.initial_heldout_accuracy = self._final_split_eval("initial")
+        timing["initial_eval_seconds"] = time.time() - t_eval if t.eval_at_start and not resumed else None
+        start = process_start_time()
+        timing["startup_seconds"] = t_eval - start if start else None
+        progress = StepProgress(t.total_steps, self.state.step, t.log_every, log, enabled=self.world.is_main)
         for step in range(self.state.step, t.total_steps):
             metrics = self.train_step(step)
             self.tracker.scalars(metrics, step + 1)
             self.state.step = step + 1
-            if self.world.is_main:
-                log.info("step %d/%d reward=%.3f success=%.3f len=%.1f kl=%.4f %.2fs", step + 1, t.total_steps,
-                         metrics["reward/mean"], metrics.get("reward/success_rate", float("nan")),
-                         metrics["response/length_tokens"], metrics.get("train/kl", 0.0),
-                         sum(v for k, v in metrics.items() if k.startswith("time/")))
+            progress.update(metrics, sum(v for k, v in metrics.items() if k.startswith("time/")))
             if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.total_steps:
                 self.run_eval(step + 1)
             save, stopping = self.checkpointer.decide(step + 1, time.time() - t0, stop.requested)
             if save:
                 self.checkpointer.save(self, step + 1, time.time() - t0)
             if stopping:
+                progress.close()
                 self.tracker.close()
                 raise TrainingInterrupted(step + 1)
+        progress.close()
+        t_end = time.time()
         self.state.final_accuracy = self.run_eval(t.total_steps)
         self.state.final_heldout_accuracy = self._final_split_eval("final")
+        timing["final_eval_seconds"] = time.time() - t_end
         wall = time.time() - t0 + self.checkpointer.elapsed_before
         final_dir = self.run_dir / "final"
         # the engine samples from the trained policy; ranks hold identical weights
@@ -296,9 +342,24 @@ class Trainer:
             **provenance(self.model_path, self.rewards.cfg.prm if self.rewards.prm is not None else None),
             **sync,
         }
+        self._log_hparams(summary)
+        timing["teardown_seconds"] = time.time() - t_end - timing["final_eval_seconds"]
+        summary.update(timing)
         self.tracker.summary(summary)
         self.tracker.close()
         return summary
+
+    def _log_hparams(self, summary: dict) -> None:
+        """The run's settings for TensorBoard's HPARAMS view, with its accuracies as the metrics."""
+        c = self.cfg
+        hp = {"algorithm": c.algorithm.name, "estimator": c.algorithm.estimator, "reward": c.reward.name,
+              "seed": c.trainer.seed, "lr": c.trainer.lr, "kl_coef": c.algorithm.kl_coef,
+              "group_size": c.rollout.group_size, "prompts_per_step": c.rollout.prompts_per_step,
+              "total_steps": c.trainer.total_steps, "temperature": c.rollout.temperature,
+              "success_coef": c.reward.success_coef, "dense_coef": c.reward.dense_coef, "dtype": c.model.dtype}
+        acc = {"hparams/final_accuracy": summary["final_accuracy"],
+               "hparams/initial_accuracy": summary["initial_accuracy"]}
+        self.tracker.hparams(hp, {k: v for k, v in acc.items() if v is not None}, self.state.step)
 
     def close(self) -> None:
         self.rewards.close()

@@ -25,6 +25,7 @@ from critic_free_rl.backends.engines import make_engine
 from critic_free_rl.backends.sequences import Packed, gather_response, response_logprobs, shared_prefix
 from critic_free_rl.backends.weights import gathered, lora_merged_weights
 from critic_free_rl.config.schema import AlgorithmConfig, ModelConfig, TrainerConfig
+from critic_free_rl.logging.study_stats import RatioStats
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +212,12 @@ class Learner:
         return per_seq, float(total.clamp(min=1.0))
 
     def update(self, inp: UpdateInputs, generator: torch.Generator) -> dict[str, float]:
-        """``ppo_epochs`` x ``num_minibatches`` optimizer steps over this rank's samples."""
+        """``ppo_epochs`` x ``num_minibatches`` optimizer steps over this rank's samples; the
+        metrics' means over minibatches, and ``ratio/*`` over all the update's tokens."""
         a = self.acfg
         n = len(inp.packed)
         metrics: dict[str, list[float]] = {}
+        ratio = RatioStats()
         self.policy.train()
         for _ in range(a.ppo_epochs):
             perm = torch.randperm(n, generator=generator) if a.num_minibatches > 1 else torch.arange(n)
@@ -225,10 +228,10 @@ class Learner:
                 for idx in self._micro_batches(len(rows), inp.packed.attention_mask[rows].sum(1)):
                     sel = rows[idx]
                     share = float(per_seq[idx].sum()) / total * self.gas
-                    self._micro_step(inp, sel, share, metrics)
+                    self._micro_step(inp, sel, share, metrics, ratio)
                 self._record(metrics, "grad_norm", _as_float(self.policy.get_global_grad_norm()))
                 self._record(metrics, "update_skipped", float(self._last_step_skipped()))
-        return {k: sum(v) / len(v) for k, v in metrics.items()}
+        return {**{k: sum(v) / len(v) for k, v in metrics.items()}, **ratio.metrics()}
 
     def _last_step_skipped(self) -> bool:
         """Whether the optimizer step closing the last minibatch was skipped for non-finite
@@ -236,7 +239,8 @@ class Learner:
         skips the step (on all ranks) before the guarded ``optimizer.step`` is reached."""
         return self.guard_state["skipped"] or (self.tcfg.backend == "deepspeed" and not self.policy.was_step_applied())
 
-    def _micro_step(self, inp: UpdateInputs, sel: torch.Tensor, share: float, metrics: dict[str, list[float]]) -> None:
+    def _micro_step(self, inp: UpdateInputs, sel: torch.Tensor, share: float, metrics: dict[str, list[float]],
+                    ratio: RatioStats) -> None:
         a = self.acfg
         sub = inp.packed.slice(sel)
         t = sub.response_mask.shape[1]
@@ -249,6 +253,7 @@ class Learner:
         old = cut(inp.old_logp) if inp.old_logp is not None else logp.detach()
         ref = cut(inp.ref_logp) if a.kl_coef > 0 or inp.ref_logp is not None else None
         loss, pm = policy_objective(logp, old, cut(inp.advantages), mask, a, ref_logp=ref, entropy=ent)
+        ratio.add(logp, old, mask)
         self.policy.backward(loss * share if mask.any() else loss * 0.0)
         self.policy.step()
         for k, v in pm.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 #: the variable that carries a process's thread budget to its children (and libgomp / torch)
@@ -96,3 +97,30 @@ def _has_cuda() -> bool:
     if not shutil.which("nvidia-smi"):
         return False
     return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+#: /proc/cpuinfo flags of CPUs that compute bfloat16 natively (Intel AMX, AVX512-BF16)
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: Optional[str] = None) -> bool:
+    """Whether the CPU's flags (``/proc/cpuinfo``'s text, read when None) name a native bf16 unit."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return any(f in flags for f in NATIVE_BF16_FLAGS)
+
+
+def resolve_dtype(name: str, cpuinfo: Optional[str] = None) -> str:
+    """``model.dtype``: ``auto`` becomes bfloat16 where the hardware computes it natively (a GPU
+    with bf16, or :func:`cpu_has_native_bf16`) and float32 elsewhere; other names are kept."""
+    if name != "auto":
+        return name
+    if _has_cuda():
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"

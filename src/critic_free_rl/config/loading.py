@@ -55,7 +55,7 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
 
     tc = OmegaConf.to_object(cfg)
     validate(tc)
-    return tc
+    return _resolved(tc)
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -69,4 +69,12 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         raise FileNotFoundError(f"{path}: not a run directory of critic-free-rl (no config.yaml)")
     tc = load_structured(TrainConfig, path)
     import_plugins(tc.plugins)
+    return _resolved(tc)
+
+
+def _resolved(tc):
+    """``tc`` with ``model.dtype=auto`` made concrete for this machine (start-up detection)."""
+    from critic_free_rl.config.environment import resolve_dtype
+
+    tc.model.dtype = resolve_dtype(tc.model.dtype)
     return tc

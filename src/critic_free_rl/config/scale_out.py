@@ -7,7 +7,7 @@ from critic_free_rl.config.errors import choice as _choice
 from critic_free_rl.config.schema import TrainConfig
 
 LAUNCHERS = {"pdsh", "openmpi", "mvapich", "slurm", "mpich", "impi"}
-DTYPES = {"float32", "bfloat16", "float16"}
+DTYPES = {"float32", "bfloat16", "float16", "auto"}
 
 
 def validate_scale_out(cfg: TrainConfig) -> None:

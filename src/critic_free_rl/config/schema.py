@@ -54,7 +54,9 @@ class ModelConfig:
     arch: dict[str, int] = field(default_factory=dict)
     #: embedded warm start: steps, batch_size, lr, seed
     warmstart: dict[str, float] = field(default_factory=dict)
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    #: float32 | bfloat16 | float16 | auto (bfloat16 on a CPU with native bf16, amx_bf16 or
+    #: avx512_bf16 in /proc/cpuinfo, or a bf16 GPU; float32 elsewhere; config.environment.resolve_dtype)
+    dtype: str = "float32"
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     #: wrap each prompt (data.prompt_template) in the tokenizer's chat template as the user turn
@@ -129,7 +131,9 @@ class RolloutConfig:
     server_url: Optional[str] = None
     enforce_eager: bool = True
     #: reuse the engine's sampling log-probs as the old-policy log-probs (exact at
-    #: temperature 1 / top_p 1, where they are the raw model log-probs) instead of a forward pass
+    #: temperature 1 / top_p 1, where they are the raw model log-probs) instead of a forward pass;
+    #: only where engine and learner compute alike (float32 on CPU): elsewhere the learner
+    #: recomputes them and logs the engine's gap (logprob/engine_gap_mean|max) each step
     use_engine_logprobs: bool = True
     seed: int = 0
 
@@ -260,6 +264,11 @@ class TrainerConfig:
     total_steps: int = 100
     eval_every: int = 25
     eval_at_start: bool = True
+    #: reuse the step-0 evaluation of a run from the same weights, evaluation split and settings
+    #: (models.eval_cache, under the cache root): a grid evaluates its warm start once
+    reuse_initial_eval: bool = True
+    #: without a terminal (no progress bar): one progress log line every N steps
+    log_every: int = 1
     log_completions: int = 4
     #: resumable checkpoint every N steps into RUN_DIR/checkpoints (0 = none); see checkpointing.py
     checkpoint_every: int = 10

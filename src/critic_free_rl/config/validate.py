@@ -121,3 +121,5 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"reward.prm=exact is the embedded task's step rule; data.name={cfg.data.name!r} has none")
     if t.total_steps < 1:
         raise ConfigError(f"trainer.total_steps={t.total_steps} must be at least 1")
+    if t.log_every < 1:
+        raise ConfigError(f"trainer.log_every={t.log_every} must be at least 1 (a progress line every N steps)")

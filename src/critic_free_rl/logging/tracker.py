@@ -1,4 +1,4 @@
-"""TensorBoard scalars and text, a metrics.jsonl mirror, phase timers, summary.json.
+"""TensorBoard scalars, text, histograms and hparams, a metrics.jsonl mirror, phase timers, summary.json.
 
 Only rank 0 writes; other ranks get a tracker whose writes are no-ops.
 """
@@ -89,6 +89,29 @@ class Tracker:
     def text(self, tag: str, text: str, step: int) -> None:
         if self.enabled:
             self.writer.add_text(tag, text, step)
+
+    def histogram(self, tag: str, values: list[float], step: int) -> None:
+        """A TensorBoard histogram of ``values`` (nothing when empty: TensorBoard rejects it)."""
+        if self.enabled and values:
+            import numpy as np
+
+            self.writer.add_histogram(tag, np.asarray(values, dtype=np.float64), step)
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """The run's settings and final metrics for TensorBoard's HPARAMS view, written into this
+        run's own event file (``SummaryWriter.add_hparams`` would open a sub-run per call), so a
+        comparison's runs can be filtered by algorithm, reward and seed. ``hparams`` values:
+        bool, int, float or str (others are written as their str); ``metrics``: tag -> value,
+        also logged as scalars at ``step``."""
+        if not self.enabled:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+        for summ in hparams_summaries(clean, metrics):
+            self.writer.file_writer.add_summary(summ)
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, float(v), step)
 
     def summary(self, data: dict[str, Any]) -> None:
         if self.enabled:

@@ -13,6 +13,7 @@ known accuracy band whatever the seed.
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -22,6 +23,8 @@ from typing import Optional
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from critic_free_rl.logging.progress import terminal_bar
 
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 
@@ -120,6 +123,8 @@ def sft(
     optimizer = CosineAdamW(model, lr, steps)
     encoded = [_encode(tok, p, s) for p, s in pairs]
     accuracy, done = None, steps
+    bar = terminal_bar(steps, "warmstart")  # a live bar on a terminal, else the plain lines below
+    say = bar.write if bar is not None else functools.partial(print, flush=True)
     for step in range(steps):
         batch = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
         width = max(len(ids) for ids, _ in batch)
@@ -132,14 +137,19 @@ def sft(
             attn[i, : len(x)] = 1
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         optimizer.step(loss)
-        if log_every and (step % log_every == 0 or step == steps - 1):
-            print(f"[warmstart] step {step + 1}/{steps} loss {loss.item():.4f}", flush=True)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss.item():.4f}", val_acc=accuracy)
+            bar.update(1)
+        elif log_every and (step % log_every == 0 or step == steps - 1):
+            say(f"[warmstart] step {step + 1}/{steps} loss {loss.item():.4f}")
         if stop is not None and (step + 1) % stop.eval_every == 0:
             accuracy = greedy_accuracy(model, tok, stop.problems, stop.max_new_tokens)
-            print(f"[warmstart] step {step + 1}: validation greedy accuracy {accuracy:.3f} (stop at {stop.accuracy:.3f})", flush=True)
+            say(f"[warmstart] step {step + 1}: validation greedy accuracy {accuracy:.3f} (stop at {stop.accuracy:.3f})")
             if accuracy >= stop.accuracy:
                 done = step + 1
                 break
+    if bar is not None:
+        bar.close()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -36,6 +36,7 @@ class HFEngine:
                 do_sample=not spec.greedy,
                 temperature=spec.temperature if not spec.greedy else None,
                 top_p=spec.top_p if not spec.greedy else None,
+                top_k=0,  # off, as in vLLM: transformers' default of 50 samples from (and scores) a truncated policy
                 pad_token_id=pad,
                 eos_token_id=None if spec.ignore_eos else eos,
                 output_scores=spec.logprobs,
