@@ -1,6 +1,7 @@
 """The step benchmark (scripts/bench_step.py) and the learner fast paths it measures."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -37,8 +38,9 @@ def test_learner_logprobs_equal_masked_full_forward(tiny_model_dir):
 
 @pytest.mark.slow
 def test_bench_gpu_mode_code_path_on_cpu(tmp_path):
-    """GPU mode (bf16, HF generation without vLLM on a GPU) with a tiny architecture runs on CPU
-    and ends with the summary line."""
+    """GPU mode (bf16, HF generation without vLLM on a GPU) with a tiny architecture runs on CPU.
+    Catches a trainer that errors or times no step, a ratio that is not ours / floor of the
+    measured medians, and a summary line that does not carry the same figure."""
     env = {**os.environ, "CFRL_CACHE": str(tmp_path / "cache")}
     r = subprocess.run(
         [sys.executable, "scripts/bench_step.py", "--gpu", "--gpu-arch", "tiny", "--max-new-tokens", "8", "--steps", "1",
@@ -47,4 +49,11 @@ def test_bench_gpu_mode_code_path_on_cpu(tmp_path):
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     last = r.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"ratio_vs_trl=\S+ ratio_vs_trl_vllm=\S+ ratio_vs_floor=[0-9.]+ tiny_ratio_vs_trl=\S+", last), last
+    m = re.fullmatch(r"ratio_vs_trl=\S+ ratio_vs_trl_vllm=\S+ ratio_vs_floor=([0-9.]+) tiny_ratio_vs_trl=\S+", last)
+    assert m, last
+    row = json.loads((tmp_path / "out.json").read_text())["sizes"]["gpu"]
+    ours, floor = row["ours"], row["floor"]
+    assert ours["error"] is None and floor["error"] is None
+    assert ours["seconds_per_step"] > 0 and floor["seconds_per_step"] > 0 and len(ours["steps"]) >= 1
+    assert floor["ratio_ours_to"] == pytest.approx(ours["seconds_per_step"] / floor["seconds_per_step"])
+    assert float(m.group(1)) == pytest.approx(floor["ratio_ours_to"], abs=5e-4)

