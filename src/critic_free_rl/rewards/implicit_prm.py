@@ -78,7 +78,7 @@ class ImplicitPRM:
     def __init__(self, model_path: str, tokenizer: PreTrainedTokenizerBase, beta: float, lr: float,
                  batch_size: int = 8, grad_clip: float = 1.0, device: str = "auto", dtype: str = "float32",
                  trust_remote_code: bool = False) -> None:
-        self.tokenizer, self.beta, self.batch_size, self.grad_clip = tokenizer, beta, batch_size, grad_clip
+        self.beta, self.batch_size, self.grad_clip = beta, batch_size, grad_clip
         self.device = resolve_device(device)
 
         def load() -> torch.nn.Module:
@@ -106,10 +106,12 @@ class ImplicitPRM:
         out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
         seqs = [prompt_ids[i] + response_ids[i] for i in rows]
         for idx, ids, attn in padded_batches(seqs, self.batch_size, self.pad_id, self.device):
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), dim=-1)
+            logits = model(input_ids=ids, attention_mask=attn).logits
             for row, j in enumerate(idx):
                 p, n = len(prompt_ids[rows[j]]), len(response_ids[rows[j]])
-                lp = torch.gather(logp[row, p - 1:p - 1 + n], 1, ids[row, p:p + n].unsqueeze(1)).squeeze(1)
+                # normalised at the n positions that predict response tokens only: O(n V), not O(L V)
+                sel = logits[row, p - 1:p - 1 + n].float()
+                lp = sel.gather(1, ids[row, p:p + n].unsqueeze(1)).squeeze(1) - torch.logsumexp(sel, -1)
                 out[j] = F.pad(lp, (0, T - n))
         return torch.stack(out)
 
