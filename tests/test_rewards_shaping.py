@@ -161,7 +161,7 @@ def test_every_shape_padded_batch_equals_per_row(rows: list[list[float]], mode: 
 
 def test_registry_declarations() -> None:
     """reward.name -> shape comes from the registrations; a bad registration fails at import."""
-    assert REWARD_MODES == {"success": None, "orm": None, "pr": "none", "pr_clip": "clip", "pr_delta": "delta",
+    assert REWARD_MODES == {"success": None, "orm": None, "prime": None, "pr": "none", "pr_clip": "clip", "pr_delta": "delta",
                             "pr_clip_delta": "clip_delta", "pr_min": "min", "pr_progress": "progress"}
     assert get_shape("clip").needs == get_shape("clip_delta").needs == ("eta",)
     assert get_shape("progress").needs == ("prompt_score",) and get_shape("min").needs == ("temperature",)

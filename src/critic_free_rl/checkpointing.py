@@ -14,6 +14,7 @@ Layout under ``RUN_DIR/checkpoints/``::
         critic/            the same for the PPO critic
         rng/rank<r>.pt     python / numpy / torch (CPU and CUDA) RNG states and the trainer's
                            minibatch generator, one file per rank
+        extra_<name>.rank<r>.pt  each ``Checkpointer.extras`` entry's state (reward=prime: its implicit PRM)
         state.json         step, data position, TensorBoard step, the trainer's RunState
                            (initial accuracy, evals so far, skipped updates), phase timers and
                            the wall time spent so far
@@ -133,7 +134,7 @@ def _fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:
+    except OSError:  # some file systems cannot fsync a folder
         pass
     finally:
         os.close(fd)
@@ -229,6 +230,7 @@ class Checkpointer:
         self.every, self.keep, self.every_minutes = every, max(1, keep), every_minutes
         self.elapsed_before = 0.0  # wall seconds of the earlier processes of this run
         self._last_save_s = 0.0  # this process's elapsed seconds at its last save
+        self.extras: dict = {}  # name -> object with state_dict() / load_state_dict(), saved per rank
 
     def decide(self, step: int, elapsed_s: float, stop_requested: bool) -> tuple[bool, bool]:
         """``(save, stop)`` after ``step``: the schedule's answer, or a stop signal on any rank
@@ -250,8 +252,7 @@ class Checkpointer:
         """Collective: every rank must call it at the same step."""
         import torch
 
-        world, learner, started = trainer.world, trainer.learner, time.perf_counter()
-        tag = tag_of(step)
+        world, learner, started, tag = trainer.world, trainer.learner, time.perf_counter(), tag_of(step)
         final, tmp = self.root / tag, self.root / f"{tag}.tmp"
         if world.is_main:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -264,12 +265,12 @@ class Checkpointer:
             _save_engine(learner.critic, tmp / "critic", False)
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(_rng_state(trainer), tmp / "rng" / f"rank{world.rank}.pt")
+        for name, extra in self.extras.items():
+            torch.save(extra.state_dict(), tmp / f"extra_{name}.rank{world.rank}.pt")
         if world.is_main:
             state = {
-                "step": step,
-                "data_position": step * trainer.cfg.rollout.prompts_per_step,
-                "tensorboard_step": step,
-                "world_size": world.size,
+                "step": step, "data_position": step * trainer.cfg.rollout.prompts_per_step,
+                "tensorboard_step": step, "world_size": world.size,
                 "run_state": asdict(trainer.state),
                 "timer": {"totals": dict(trainer.timer.totals), "counts": dict(trainer.timer.counts)},
                 "elapsed_s": self.elapsed_before + elapsed_s,
@@ -312,11 +313,11 @@ class Checkpointer:
         if learner.critic is not None:
             _load_engine(learner.critic, path / "critic", False)
         _set_rng_state(trainer, torch.load(path / "rng" / f"rank{trainer.world.rank}.pt", map_location="cpu", weights_only=False))
+        for name, extra in self.extras.items():
+            extra.load_state_dict(torch.load(path / f"extra_{name}.rank{trainer.world.rank}.pt", map_location="cpu", weights_only=False))
         trainer.state = replace(trainer.state, **state["run_state"])
-        for k, v in state["timer"]["totals"].items():
-            trainer.timer.totals[k] = v
-        for k, v in state["timer"]["counts"].items():
-            trainer.timer.counts[k] = v
+        trainer.timer.totals.update(state["timer"]["totals"])
+        trainer.timer.counts.update(state["timer"]["counts"])
         self.elapsed_before = float(state["elapsed_s"])
         trainer.engine.sync_weights(learner.full_weights())  # vLLM still holds the initial weights
         log.info("resume: restored %s (step %d)", path, state["step"])

@@ -103,7 +103,9 @@ class Trainer:
             cpu_kvcache_gib=r.cpu_kvcache_gib, tensor_parallel_size=r.tensor_parallel_size,
             enforce_eager=r.enforce_eager, world_size=world.size, max_seqs=self.prompts_per_rank * r.group_size,
         )
-        self.rewards = RewardPipeline(reward_cfg, self.tokenizer)
+        self.rewards = RewardPipeline(reward_cfg, self.tokenizer, self.model_path, cfg.model.trust_remote_code)
+        if self.rewards.implicit_prm is not None:  # reward=prime: its weights and optimizer resume with the run
+            self.checkpointer.extras["implicit_prm"] = self.rewards.implicit_prm
         self.learner = Learner(self.model_path, cfg.model, t, cfg.algorithm, self.prompts_per_rank * r.group_size,
                                world.device, max_row_tokens=self.longest_prompt + r.max_new_tokens)
         self.estimator = get_estimator(cfg.algorithm.estimator)
@@ -194,6 +196,9 @@ class Trainer:
         else:
             inputs = UpdateInputs(packed, adv.advantages, adv.returns, old_logp, ref_logp, values, loss_mask)
             upd = self._update(step, inputs, batch.uids)
+        if self.rewards.implicit_prm is not None:
+            with T.phase("reward_update"):  # reward=prime: scored first, then its implicit PRM learns from the batch
+                scored.metrics.update(self.rewards.update(scored))
         self._log_samples(step, batch, scored)
         return step_metrics(success=scored.success, dense_return=scored.dense_return, kl_return=kl_return,
                             success_coef=self.cfg.reward.success_coef, flat=flat, response_mask=mask,

@@ -184,7 +184,7 @@ class AlgorithmConfig:
 class RewardConfig:
     """Success reward + refined PRM step rewards (arXiv 2410.15115)."""
 
-    name: str = MISSING  # success | orm | pr | pr_clip | pr_delta | pr_clip_delta | pr_min | pr_progress
+    name: str = MISSING  # success | orm | pr | pr_clip | pr_delta | pr_clip_delta | pr_min | pr_progress | prime
     #: the shape reward.name selects (rewards/shapes/): none | clip | delta | clip_delta | min | progress
     shaping: str = "none"
     success_coef: float = 1.0
@@ -232,6 +232,15 @@ class RewardConfig:
     orm: Optional[str] = None
     #: overrides of the embedded PRM / ORM recipe: {arch: {...}, prm: {steps: ...}, orm: {steps: ...}}
     embedded_rm: dict[str, Any] = field(default_factory=dict)
+    #: reward=prime (rewards/implicit_prm.py): the implicit PRM pi_phi, initialised from the policy's
+    #: starting weights, trained online; beta of its token reward beta * log(pi_phi / pi_ref)
+    prime_beta: float = 0.05
+    #: AdamW learning rate of pi_phi (one step per batch on the CE loss of its success labels)
+    prime_lr: float = 1.0e-6
+    prime_batch_size: int = 8  # rows per forward pass of pi_phi / pi_ref
+    prime_grad_clip: float = 1.0
+    prime_device: str = "auto"
+    prime_dtype: str = "float32"
     # answer checking
     verify_timeout_s: float = 3.0
     verify_workers: int = 2

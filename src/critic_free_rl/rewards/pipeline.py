@@ -4,11 +4,14 @@ Per response ``i`` with ``T_i`` tokens and steps ending on tokens ``t_1 < ... < 
 
     token_rewards[i, T_i - 1] += success_coef * success_i        (correct_value / wrong_value)
     token_rewards[i, t_k]     += dense_coef * shaped_k           (pr, pr_clip, pr_delta, pr_clip_delta, pr_min, pr_progress)
+    token_rewards[i, t_k]     += dense_coef * implicit_k         (prime: the implicit PRM's step rewards)
     token_rewards[i, T_i - 1] += dense_coef * orm_i              (orm)
     token_rewards[i, T_i - 1] += overlong_i                      (any reward, reward.overlong_buffer > 0)
 
 ``reward.name`` and the shape it selects are in :mod:`~critic_free_rl.rewards.shaping`;
-the overlong penalty (<= 0) in :mod:`~critic_free_rl.rewards.overlong`. Steps are
+the overlong penalty (<= 0) in :mod:`~critic_free_rl.rewards.overlong`; ``prime``'s implicit
+PRM in :mod:`~critic_free_rl.rewards.implicit_prm`, which :meth:`RewardPipeline.update`
+trains on each batch after scoring it. Steps are
 segmented in every mode, so the hacking monitors (:mod:`~critic_free_rl.rewards.monitors`)
 are always logged.
 """
@@ -22,6 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from critic_free_rl.config.schema import RewardConfig
+from critic_free_rl.rewards.implicit_prm import ImplicitPRM, implicit_step_rewards
 from critic_free_rl.rewards.monitors import overlong_metrics, shape_metrics, step_metrics
 from critic_free_rl.rewards.orm import OutcomeRewardModel
 from critic_free_rl.rewards.overlong import overlong_penalty
@@ -49,12 +53,18 @@ class ScoredBatch:
     metrics: dict[str, float]
     prm_prompt_scores: Optional[list[float]] = None  # [B] PRM score of the prompt alone, r_0; shapes that need it
     overlong: Optional[torch.Tensor] = None  # [B] float32 overlong penalty (<= 0) on the last token; None when off
+    #: reward=prime: (prompt_ids [B][P_i], response_ids [B][T_i], pi_ref log-probs [B, T]) for the update
+    prime_inputs: Optional[tuple[list[list[int]], list[list[int]], torch.Tensor]] = None
 
 
 class RewardPipeline:
-    """Scores rollouts; owns the verify worker pool and the PRM / ORM (call :meth:`close`)."""
+    """Scores rollouts; owns the verify worker pool and the PRM / ORM / implicit PRM (call :meth:`close`).
 
-    def __init__(self, cfg: RewardConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    ``policy_path``: the policy's starting weights, which ``reward=prime`` loads its implicit
+    PRM and reference from (the trainer passes the resolved model path)."""
+
+    def __init__(self, cfg: RewardConfig, tokenizer: PreTrainedTokenizerBase, policy_path: Optional[str] = None,
+                 trust_remote_code: bool = False) -> None:
         validate_reward(cfg)
         split_steps("", cfg.step_split, cfg.step_tag, cfg.max_steps)  # fail fast on a bad splitter
         self.cfg, self.tokenizer = cfg, tokenizer
@@ -62,6 +72,12 @@ class RewardPipeline:
         self.needs = get_shape(shaping).needs if shaping is not None else ()
         self.prm = load_prm(cfg) if shaping is not None else None
         self.orm = OutcomeRewardModel.from_config(cfg) if cfg.name == "orm" else None
+        if cfg.name == "prime" and not policy_path:
+            raise ValueError("reward.name='prime' initialises its implicit PRM from the policy's weights: "
+                             "RewardPipeline needs policy_path (critic-free-rl train passes it)")
+        self.implicit_prm = (ImplicitPRM.from_config(cfg, policy_path, tokenizer, trust_remote_code)
+                             if cfg.name == "prime" else None)
+        self.step_term = self.prm is not None or self.implicit_prm is not None  # dense rewards on step ends
         self.verifier = SuccessVerifier(cfg.verify_timeout_s, cfg.verify_workers)
 
     def score(self, prompts: list[str], completions: list[str], response_ids: list[list[int]],
@@ -82,6 +98,9 @@ class RewardPipeline:
         prm_scores = self.prm.score(prompts, steps) if self.prm is not None else None
         prompt_scores = self.prm.score_prompts(prompts) if self.prm is not None and "prompt_score" in self.needs else None
         shaped = self._shape(steps, prm_scores, prompt_scores)
+        prime_inputs = None
+        if self.implicit_prm is not None:
+            shaped, prime_inputs = self._implicit(prompts, response_ids, step_ends)
         orm_scores = self.orm.score(prompts, completions) if self.orm is not None else None
         overlong = None
         if cfg.overlong_buffer:
@@ -103,8 +122,25 @@ class RewardPipeline:
         })
         if orm_scores is not None:
             metrics["reward/orm_mean"] = sum(orm_scores) / B
+        if prime_inputs is not None:
+            metrics["prime/step_reward_mean"] = sum(map(sum, shaped)) / max(1, sum(map(len, shaped)))
         return ScoredBatch(token_rewards, reward_mask, success, torch.tensor(correct, dtype=torch.bool), dense_return,
-                           steps, step_ends, prm_scores, shaped, orm_scores, metrics, prompt_scores, overlong)
+                           steps, step_ends, prm_scores, shaped, orm_scores, metrics, prompt_scores, overlong, prime_inputs)
+
+    def _implicit(self, prompts: list[str], response_ids: list[list[int]], step_ends: list[list[int]]):
+        """``reward=prime``: the implicit PRM's step rewards ``[B][K_i]`` and the update's inputs."""
+        # tokenised as the trainer tokenises its prompts, so pi_phi reads what the policy read
+        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        phi, ref = self.implicit_prm.logprobs(prompt_ids, response_ids)
+        mask = torch.arange(phi.shape[1]) < torch.tensor([len(r) for r in response_ids]).unsqueeze(1)
+        return implicit_step_rewards(phi - ref, mask, step_ends, self.cfg.prime_beta), (prompt_ids, response_ids, ref)
+
+    def update(self, scored: ScoredBatch) -> dict[str, float]:
+        """After the policy's step: ``reward=prime`` trains its implicit PRM on the batch it
+        scored (``prime/loss``, ``prime/accuracy`` of the scoring weights); nothing otherwise."""
+        if self.implicit_prm is None or scored.prime_inputs is None:
+            return {}
+        return self.implicit_prm.update(*scored.prime_inputs, scored.correct)
 
     def _shape(self, steps: list[list[str]], prm_scores: Optional[list[list[float]]],
                prompt_scores: Optional[list[float]]) -> list[list[float]]:
@@ -133,7 +169,7 @@ class RewardPipeline:
             if n == 0:
                 continue
             terms = [(n - 1, cfg.success_coef * float(success[i]))]
-            dense_terms = list(zip(step_ends[i], (cfg.dense_coef * s for s in shaped[i]))) if self.prm is not None else []
+            dense_terms = list(zip(step_ends[i], (cfg.dense_coef * s for s in shaped[i]))) if self.step_term else []
             if orm_scores is not None:
                 dense_terms.append((n - 1, cfg.dense_coef * orm_scores[i]))
             if overlong is not None:

@@ -4,7 +4,8 @@
 name belongs to one registered shape (:mod:`critic_free_rl.rewards.shapes`: ``pr`` ->
 ``none``, ``pr_clip`` -> ``clip``, ``pr_delta`` -> ``delta``, ``pr_clip_delta`` ->
 ``clip_delta``, ``pr_min`` -> ``min``, ``pr_progress`` -> ``progress``), which also sets
-``reward.shaping``. What a shape declares it needs is what :func:`validate_reward` checks
+``reward.shaping``. ``prime`` has step terms but no shape and no PRM: its implicit PRM is
+trained online (:mod:`~critic_free_rl.rewards.implicit_prm`). What a shape declares it needs is what :func:`validate_reward` checks
 and what :func:`shape_step_rewards` passes it.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from critic_free_rl.rewards.shapes import get_shape, shape_names
 if TYPE_CHECKING:
     from critic_free_rl.config.schema import RewardConfig
 
-#: reward.name -> the reward.shaping it requires (None: no step term, no PRM)
-REWARD_MODES: dict[str, Optional[str]] = {"success": None, "orm": None,
+#: reward.name -> the reward.shaping it requires (None: no shape, no PRM)
+REWARD_MODES: dict[str, Optional[str]] = {"success": None, "orm": None, "prime": None,
                                           **{get_shape(s).reward: s for s in shape_names()}}
 
 
@@ -62,6 +63,8 @@ def validate_reward(r: RewardConfig) -> None:
             raise ConfigError(f"reward.overlong_coef={r.overlong_coef} must be >= 0 (the penalty is -coef at the limit)")
     if r.name == "orm" and not r.orm:
         raise ConfigError("reward.name='orm' needs reward.orm (an outcome reward model name or path)")
+    if r.name == "prime":
+        _validate_prime(r)
     if shaping is None:
         return
     if r.shaping != shaping:
@@ -82,3 +85,20 @@ def validate_reward(r: RewardConfig) -> None:
         raise ConfigError("reward.prm_kind=token_cls needs reward.prm_separator (the token the PRM is read at)")
     if r.prm_kind == "tag_lm" and not (r.step_tag and r.prm_positive_token and r.prm_negative_token):
         raise ConfigError("reward.prm_kind=tag_lm needs reward.step_tag, reward.prm_positive_token and reward.prm_negative_token")
+
+
+def _validate_prime(r: RewardConfig) -> None:
+    """``reward=prime``: its keys, and no PRM besides its own implicit one."""
+    from critic_free_rl.config.errors import ConfigError
+    from critic_free_rl.config.errors import choice as _choice
+
+    if r.shaping != "none":
+        raise ConfigError(f"reward.name='prime' gives raw implicit step rewards: reward.shaping must be 'none', got {r.shaping!r}")
+    if r.prm is not None:
+        raise ConfigError(f"reward.name='prime' trains its own implicit PRM from the policy: unset reward.prm (got {r.prm!r})")
+    for key in ("prime_beta", "prime_lr", "prime_grad_clip"):
+        if not getattr(r, key) > 0:
+            raise ConfigError(f"reward.{key}={getattr(r, key)} must be > 0")
+    if r.prime_batch_size < 1:
+        raise ConfigError(f"reward.prime_batch_size={r.prime_batch_size} must be >= 1")
+    _choice("reward.prime_dtype", r.prime_dtype, {"float32", "bfloat16", "float16"})
