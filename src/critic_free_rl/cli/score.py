@@ -19,6 +19,7 @@ def _score_task(cfg, src: Path, output: Path) -> None:
     tc = to_train_config(cfg)
     setup_environment()
     from critic_free_rl.rewards.pipeline import RewardPipeline
+    from critic_free_rl.models.loading import resolve_model_path
     from critic_free_rl.models.reward_models import resolve_orm_path, resolve_prm_path
     from critic_free_rl.rewards.score_file import score_file
 
@@ -31,7 +32,9 @@ def _score_task(cfg, src: Path, output: Path) -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(tc.model.name_or_path, trust_remote_code=tc.model.trust_remote_code)
     rcfg = dataclasses.replace(tc.reward, prm=resolve_prm_path(tc.reward, tc.data), orm=resolve_orm_path(tc.reward, tc.data))
-    with RewardPipeline(rcfg, tokenizer) as pipeline:
+    # reward=prime scores with an implicit PRM that starts from the policy's weights (the warm start)
+    policy = resolve_model_path(tc.model, tc.data) if rcfg.name == "prime" else None
+    with RewardPipeline(rcfg, tokenizer, policy, tc.model.trust_remote_code) as pipeline:
         scored, failed = score_file(src, output, pipeline)
     print(f"[critic-free-rl] scored {scored} rows with reward={rcfg.name}, {failed} bad row(s) skipped -> {output}", flush=True)
     if failed:  # the exit code counts the bad rows (255 at most)
