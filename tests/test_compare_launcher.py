@@ -20,7 +20,7 @@ FAST = ["rollout=hf", "trainer.backend=torch", "trainer.total_steps=2", "trainer
         "data.max_test_rows=8", "data.num_train=64"]
 # wall-clock measurements differ between any two runs; an answer check over its time limit
 # depends on the machine's load (a timeout counts as wrong, as the random policy's answers are)
-VOLATILE = ("time/", "perf/", "reward/verify_timeouts")
+VOLATILE = ("time/", "perf/", "reward/verify_timeouts", "eval/verify_timeouts")
 
 
 def _compare(root: Path, model: Path, *extra: str):

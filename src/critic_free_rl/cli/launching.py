@@ -114,9 +114,9 @@ def train_job(cfg) -> bool:
 def run_hydra_launcher(specs: list[RunSpec], launcher: str, hydra_overrides: list[str]) -> None:
     """All runs as jobs of the Hydra launcher ``launcher`` (``hydra/launcher`` option), one
     job per run; returns when every job has ended. The runs' common parent folder is the
-    sweep folder (``.submitit/`` job logs go there)."""
-    import os
-
+    sweep folder (``.submitit/`` job logs go there). A launcher that runs its jobs on this
+    machine (``*_local``, ``basic``) starts them all at once: each gets its share of the cores,
+    as in the built-in pool; a cluster's jobs size themselves from the cores they are given."""
     from hydra._internal.callbacks import Callbacks
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
@@ -127,6 +127,8 @@ def run_hydra_launcher(specs: list[RunSpec], launcher: str, hydra_overrides: lis
     from critic_free_rl.config.loading import config_dir, register_schema
 
     register_schema()
+    if launcher.endswith("_local") or launcher == "basic":
+        os.environ.update(job_env(len(specs)))
     sweep_dir = Path(os.path.commonpath([str(s.run_dir.resolve().parent) for s in specs]))
     GlobalHydra.instance().clear()
     hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_automatic_config_search_path(None, None, config_dir()))
