@@ -79,7 +79,8 @@ class Trainer:
         # resume: TensorBoard and metrics.jsonl drop what was logged after the last checkpoint
         purge = self.checkpointer.purge_step(cfg.resume_from_scratch) if cfg.resume else None
         self.tracker = Tracker(run_dir, enabled=world.is_main, purge_step=purge)
-        self.tracker.scalars({f"data/skipped_rows/{k}": float(v) for k, v in self.skipped_rows.items()}, 0)
+        if not cfg.resume:  # a resumed run logged them at its start
+            self.tracker.scalars({f"data/skipped_rows/{k}": float(v) for k, v in self.skipped_rows.items()}, 0)
         self.timer = PhaseTimer()
         self.state = RunState()
         self.model_path = resolve_model_path(cfg.model, cfg.data)
