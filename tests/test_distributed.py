@@ -68,7 +68,8 @@ def test_collectives_are_identities_on_one_rank():
 
 def _rank_main(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from critic_free_rl.backends.learner import Learner, _guard_step
+    from critic_free_rl.backends.engines import guard_step
+    from critic_free_rl.backends.learner import Learner
     from critic_free_rl.checkpointing import _barrier
     from critic_free_rl.config.schema import AlgorithmConfig
     from critic_free_rl.data.datasets import Example
@@ -94,7 +95,7 @@ def _rank_main(rank: int, port: int, model_dir: str, out_dir: str) -> None:
         if world.rank == 1:
             lin.weight.grad[0, 0] = float("nan")
         state: dict = {}
-        _guard_step(opt, state, max_norm)
+        guard_step(opt, state, max_norm)
         opt.step()
         out[f"skipped_{max_norm}"] = [state["skipped"], bool(torch.equal(lin.weight, before))]
     # learner: the minibatch's token total is the mean over ranks (DeepSpeed averages gradients)
