@@ -12,7 +12,8 @@ from conftest import run_cli
 
 FAST = ["rollout=hf", "trainer=torch", "trainer.total_steps=2", "trainer.eval_every=0", "eval.num_samples=0",
         "eval.max_new_tokens=16", "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16",
-        "data.max_test_rows=8", "data.num_train=64", "trainer.seed=0"]
+        "data.max_test_rows=8", "data.num_train=64", "trainer.seed=0",
+        "trainer.reuse_initial_eval=true"]
 RUNS = {  # ppo: a PRM (its step-score histograms), two epochs (ratios away from 1), bf16 (learner recomputes old log-probs)
     "ppo": ["algorithm=ppo", "reward=pr_clip_delta", "reward.prm=exact", "algorithm.ppo_epochs=2", "model.dtype=bfloat16"],
     "grpo": ["algorithm=grpo", "reward=success"],
@@ -93,6 +94,6 @@ def test_fixed_costs_and_step0_evaluation_reuse(runs):
     for n, summary in s.items():
         for k in ("startup_seconds", "initial_eval_seconds", "teardown_seconds", "final_eval_seconds"):
             assert summary[k] is not None and summary[k] >= 0 and math.isfinite(summary[k]), (n, k)
-    assert s["rloo"]["evals"][0].get("reused") and s["rloo"]["initial_accuracy"] == s["grpo"]["initial_accuracy"]
-    assert not s["grpo"]["evals"][0].get("reused") and not s["ppo"]["evals"][0].get("reused")
+    assert s["rloo"]["initial_eval_reused"] and s["rloo"]["initial_accuracy"] == s["grpo"]["initial_accuracy"]
+    assert not s["grpo"]["initial_eval_reused"] and not s["ppo"]["initial_eval_reused"]
     assert "reused from" in runs["rloo"][1] and "reused from" not in runs["grpo"][1]

@@ -262,7 +262,9 @@ class Trainer:
         self.tracker.scalars(res.metrics("eval"), step)
         samples = (f"{'OK' if c else 'WRONG'} (ref {r})\n```\n{p}{t}\n```" for p, t, r, c in res.samples)
         self.tracker.text("samples/eval", "\n\n".join(samples), step)
-        self.state.evals.append({"step": step, **res.metrics("eval"), **({"reused": True} if reused else {})})
+        self.state.evals.append({"step": step, **res.metrics("eval")})
+        if step == 0:
+            self.state.timing["initial_eval_reused"] = reused
         log.info("step %d eval greedy_accuracy=%.3f sampling_accuracy=%s (n=%d)%s", step, res.greedy_accuracy,
                  res.sampling_accuracy, res.num_examples, f" reused from {cached}" if reused else "")
         return res.greedy_accuracy
