@@ -17,10 +17,11 @@ PHASES = {"generate", "score", "ref_logprobs", "update", "weight_sync", "eval"}
 
 
 def _check_run(run, initial: Path, steps: int = 2, ranks: int = 1):
-    """Catches: a run that trains nothing (final weights equal to the initial model's), a rollout
-    engine whose log-probs at the end are not the trained policy's (beyond test_rollout_sync's
-    fp32 tolerance), a step logged twice or skipped, accuracies that are not fractions, phases
-    that are not timed, and non-finite weights."""
+    """Catches: a rollout engine whose log-probs at the end are not the final policy's (beyond
+    test_rollout_sync's fp32 tolerance), a step logged twice or skipped, accuracies that are not
+    fractions, phases that are not timed, and non-finite or wrongly shaped final weights. (A
+    random tiny policy rarely earns a success, so its flat groups may leave the weights as they
+    were: whether an update moves them is test_rollout_sync's and test_nan_guard's to check.)"""
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == steps and summary["num_ranks"] == ranks
     assert 0.0 <= summary["initial_accuracy"] <= 1.0 and 0.0 <= summary["final_accuracy"] <= 1.0
@@ -30,7 +31,7 @@ def _check_run(run, initial: Path, steps: int = 2, ranks: int = 1):
     final = AutoModelForCausalLM.from_pretrained(run / "final")
     start = AutoModelForCausalLM.from_pretrained(initial)
     assert all(torch.isfinite(p).all() for p in final.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), start.parameters())), "the update changed nothing"
+    assert [p.shape for p in final.parameters()] == [p.shape for p in start.parameters()]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward/mean" in r] == list(range(1, steps + 1))
     logged = set().union(*rows)
