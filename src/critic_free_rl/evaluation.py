@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.distributed as dist
 
-from critic_free_rl.backends.distributed import all_reduce_
+from critic_free_rl.backends.distributed import all_gather_lists, all_reduce_
 from critic_free_rl.data.datasets import Example
 from critic_free_rl.rewards.success import SuccessVerifier
 from critic_free_rl.rollout.base import RolloutEngine, SamplingSpec
@@ -87,7 +86,7 @@ def evaluate(
     n_ok, n, chars, s_ok, s_n, n_timeouts = _allreduce([sum(correct), len(correct), sum(map(len, texts)), sum(s_correct),
                                                         len(s_correct), timeouts + s_timeouts])
     samples = [(e.prompt, t, e.reference, c) for e, t, c in list(zip(shard, texts, correct))[:keep_samples]]
-    outcomes = _gather(outcome_rows(shard, correct, [rank + i * world for i in range(len(shard))]))
+    outcomes = all_gather_lists(outcome_rows(shard, correct, [rank + i * world for i in range(len(shard))]))
     return EvalResult(n_ok / max(n, 1), (s_ok / s_n) if num_samples > 0 else None, int(n), chars / max(n, 1), samples,
                       n_timeouts, sorted(outcomes, key=lambda row: row["index"]))
 
@@ -102,15 +101,6 @@ def outcome_rows(examples: list[Example], correct: list[bool], indices: list[int
     ``prompt_sha256``, ``reference`` and ``correct``."""
     return [{"index": i, "id": e.uid, "prompt_sha256": prompt_sha256(e.prompt), "reference": e.reference, "correct": bool(c)}
             for i, e, c in zip(indices, examples, correct)]
-
-
-def _gather(rows: list[dict]) -> list[dict]:
-    """Every rank's rows (only this rank's without a process group)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return rows
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, rows)
-    return [row for part in parts for row in part]
 
 
 def final_split_eval(cfg, engine: RolloutEngine, verifier: SuccessVerifier, tokenizer, rank: int, world: int,
@@ -162,4 +152,4 @@ def calibrate_clip_eta(cfg, engine: RolloutEngine, prm, examples: list[Example],
     prompts = [e.prompt for e, g in zip(shard, groups) for _ in g]
     steps = [[s.text for s in split_steps(c.text, r.step_split, r.step_tag, r.max_steps)] for g in groups for c in g]
     scores = prm.score(prompts, steps)
-    return score_quantile([sample for part in _gather([scores]) for sample in part], r.clip_eta_quantile)
+    return score_quantile(all_gather_lists(scores), r.clip_eta_quantile)

@@ -123,6 +123,17 @@ def all_reduce_(t: torch.Tensor, op: Literal["sum", "max", "mean"] = "sum") -> t
     return t
 
 
+def all_gather_lists(items: list) -> list:
+    """Every rank's ``items`` concatenated in rank order (picklable objects); ``items`` itself
+    on one rank."""
+    n = world_size()
+    if n == 1:
+        return items
+    parts: list = [None] * n
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on at least one."""
     return bool(all_reduce_(torch.tensor([1.0 if flag else 0.0]), "max").item())
